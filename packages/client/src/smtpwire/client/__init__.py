@@ -1,0 +1,1 @@
+"""smtpwire.client: an asyncio SMTP client with the aiosmtplib public API."""

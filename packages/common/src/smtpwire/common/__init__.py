@@ -1,0 +1,115 @@
+"""smtpwire.common: the sans-I/O SMTP wire core shared by the client and the server.
+
+No sockets, no asyncio, no threads: bytes in, values out, bytes out.  Modules:
+
+- :mod:`.replies` and :mod:`.status`: reply values, the incremental reply parser,
+  the reply formatter, reply codes and enhanced status codes;
+- :mod:`.lines`, :mod:`.commands`, :mod:`.addresses`, :mod:`.parameters`: command
+  lines, MAIL/RCPT paths and ESMTP parameters, parsed (server) and formatted (client);
+- :mod:`.data`: the DATA encoder (client) and incremental decoder (server);
+- :mod:`.extensions`: EHLO replies; :mod:`.sasl`: AUTH encodings;
+- :mod:`.limits` and :mod:`.errors`: RFC limits and the exception hierarchy.
+"""
+
+from __future__ import annotations
+
+from . import limits
+from .addresses import check_domain, check_mailbox, format_path, split_mailbox
+from .commands import (
+    PathArgument,
+    format_command,
+    format_mail_from,
+    format_rcpt_to,
+    parse_mail_from,
+    parse_rcpt_to,
+    split_command,
+)
+from .data import (
+    BareNewlinePolicy,
+    DataDecoder,
+    DataEncoder,
+    DataViolation,
+    encode_data,
+    iter_encode_data,
+    normalize_line_endings,
+)
+from .errors import (
+    AddressSyntaxError,
+    CommandSyntaxError,
+    CommandTooLongError,
+    LineTooLongError,
+    MalformedReplyError,
+    NonASCIIError,
+    ParameterSyntaxError,
+    ProtocolError,
+    ReplyError,
+    ReplyTooLongError,
+    SASLAbortedError,
+    SASLDecodeError,
+    SASLError,
+    UnsafeCharacterError,
+)
+from .extensions import Extensions, format_ehlo_reply, parse_ehlo_reply
+from .lines import LINE_TOO_LONG, LineReader, LineTooLong
+from .parameters import (
+    Parameter,
+    decode_xtext,
+    encode_xtext,
+    format_parameters,
+    parse_parameters,
+)
+from .replies import ReplyParser, SMTPReply, format_reply, parse_reply
+from .status import EnhancedStatusCode, SMTPStatus
+
+__all__ = [
+    "LINE_TOO_LONG",
+    "AddressSyntaxError",
+    "BareNewlinePolicy",
+    "CommandSyntaxError",
+    "CommandTooLongError",
+    "DataDecoder",
+    "DataEncoder",
+    "DataViolation",
+    "EnhancedStatusCode",
+    "Extensions",
+    "LineReader",
+    "LineTooLong",
+    "LineTooLongError",
+    "MalformedReplyError",
+    "NonASCIIError",
+    "Parameter",
+    "ParameterSyntaxError",
+    "PathArgument",
+    "ProtocolError",
+    "ReplyError",
+    "ReplyParser",
+    "ReplyTooLongError",
+    "SASLAbortedError",
+    "SASLDecodeError",
+    "SASLError",
+    "SMTPReply",
+    "SMTPStatus",
+    "UnsafeCharacterError",
+    "check_domain",
+    "check_mailbox",
+    "decode_xtext",
+    "encode_data",
+    "encode_xtext",
+    "format_command",
+    "format_ehlo_reply",
+    "format_mail_from",
+    "format_parameters",
+    "format_path",
+    "format_rcpt_to",
+    "format_reply",
+    "iter_encode_data",
+    "limits",
+    "normalize_line_endings",
+    "parse_ehlo_reply",
+    "parse_mail_from",
+    "parse_parameters",
+    "parse_rcpt_to",
+    "parse_reply",
+    "split_command",
+    "split_mailbox",
+]

@@ -1,0 +1,1 @@
+"""smtpwire.server: an asyncio SMTP server with the aiosmtpd public API."""
