@@ -1,0 +1,109 @@
+"""Development sessions: ``nox`` runs tests, lint and typecheck; ``nox -s bench``
+runs the benchmarks.
+
+The tests run on every supported Python (3.10 to 3.13) that is installed.  Where
+the extra versions come from pyenv, only pyenv's global version answers by
+default, so PYENV_VERSION is set (current version first) before nox looks for
+interpreters.  Versions that are not installed are left out rather than failing,
+so the README's command works on a machine with a single Python.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+ROOT = Path(__file__).parent
+PACKAGES = ("./packages/common", "./packages/client", "./packages/server", ".")
+TEST_DEPENDENCIES = ("pytest>=8", "pytest-timeout", "hypothesis", "trustme")
+SOURCES = ("packages", "tests", "benchmarks", "noxfile.py")
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = False
+
+
+def _expose_pyenv_versions() -> None:
+    if shutil.which("pyenv") is None:
+        return
+    listed = subprocess.run(
+        ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    newest: dict[str, tuple[int, ...]] = {}
+    for version in listed:
+        if re.fullmatch(r"3\.\d+\.\d+", version):
+            parts = tuple(int(part) for part in version.split("."))
+            minor = f"{parts[0]}.{parts[1]}"
+            if minor in SUPPORTED and parts > newest.get(minor, ()):
+                newest[minor] = parts
+    if not newest:
+        return
+    # pyenv's shims set PYENV_VERSION to the running version: keep it (and any
+    # other the user chose) first, then add the newest patch release of each minor.
+    current = ".".join(str(part) for part in sys.version_info[:3])
+    given = [version for version in os.environ.get("PYENV_VERSION", "").split(":") if version]
+    chosen = [".".join(map(str, parts)) for parts in newest.values()]
+    ordered = list(dict.fromkeys([*given, current, *chosen]))
+    os.environ["PYENV_VERSION"] = ":".join(ordered)
+
+
+def _installed_pythons() -> list[str]:
+    found = []
+    for version in SUPPORTED:
+        try:
+            result = subprocess.run(
+                [f"python{version}", "-c", "import venv, ensurepip"],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0:
+            found.append(version)
+    return found
+
+
+_expose_pyenv_versions()
+PYTHONS = _installed_pythons() or [f"{sys.version_info[0]}.{sys.version_info[1]}"]
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Install the three packages and the meta-distribution, then run pytest."""
+    session.install(*PACKAGES, *TEST_DEPENDENCIES)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    session.install("ruff")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the three packages."""
+    session.install("mypy", *PACKAGES)
+    session.run(
+        "mypy", "--strict", "-p", "smtpwire.common", "-p", "smtpwire.client",
+        "-p", "smtpwire.server",
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+def bench(session: nox.Session) -> None:
+    """Benchmarks: the wire core (S5).  Results also go to benchmarks/results/."""
+    session.install(*PACKAGES)
+    session.run(
+        "python", "benchmarks/wire_core.py", "--json", "benchmarks/results/wire_core.json",
+        *session.posargs,
+    )  # fmt: skip
