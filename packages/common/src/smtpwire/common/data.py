@@ -301,12 +301,13 @@ class DataDecoder:
         per step (a Python step per kilobyte, not per line).
         """
         size = len(segment)
+        rfind = segment.rfind
         start = -self._line_length  # where the current line began, relative to segment
         dot = self._line_dot if self._line_length else segment[0] == 0x2E
         while True:
             window_end = start + limit
             if window_end > size:
-                last = segment.rfind(b"\n", max(start, 0))
+                last = rfind(b"\n", max(start, 0))
                 if last < 0:
                     self._line_length = size - start
                     self._line_dot = dot
@@ -314,7 +315,7 @@ class DataDecoder:
                 start = last + 1
                 dot = start < size and segment[start] == 0x2E
                 continue
-            last = segment.rfind(b"\n", max(start, 0), window_end)
+            last = rfind(b"\n", max(start, 0), window_end)
             if last >= 0:
                 start = last + 1
                 dot = start < size and segment[start] == 0x2E

@@ -64,7 +64,11 @@ class Extensions(Mapping[str, str]):
         """The SIZE limit (RFC 1870); None if SIZE is absent, has no number, or is 0
         (which means "no fixed limit")."""
         value = self._items.get("SIZE", "").strip()
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        # ASCII digits only (RFC 1870), and no more than 20 of them: the text comes
+        # from the server and int() would refuse thousands of digits.
+        if not (value.isascii() and value.isdigit() and len(value) <= 20):
+            return None
+        return int(value) or None
 
     def lines(self) -> list[str]:
         """The extension lines as they appear in an EHLO reply."""

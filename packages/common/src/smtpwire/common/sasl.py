@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from typing import Final, NamedTuple
@@ -40,6 +41,7 @@ __all__ = [
 # The challenges aiosmtpd sends for LOGIN ("User Name\0", "Password\0" in base64).
 LOGIN_USERNAME_CHALLENGE: Final = b"User Name\x00"
 LOGIN_PASSWORD_CHALLENGE: Final = b"Password\x00"
+_HEX_DIGEST: Final = re.compile(rb"[0-9a-fA-F]{32}")
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -117,12 +119,9 @@ def cram_md5_response(username: str | bytes, password: str | bytes, challenge: s
 def decode_cram_md5(response: str | bytes) -> tuple[bytes, str]:
     """Split a CRAM-MD5 response into the username and the hex digest."""
     username, space, digest = decode_client_response(response).rpartition(b" ")
-    if not space or not username or len(digest) != 32:
-        raise SASLDecodeError("CRAM-MD5 response is not 'username digest'")
-    try:
-        return username, digest.decode("ascii").lower()
-    except UnicodeDecodeError:
-        raise SASLDecodeError("CRAM-MD5 digest is not hexadecimal") from None
+    if not space or not username or not _HEX_DIGEST.fullmatch(digest):
+        raise SASLDecodeError("CRAM-MD5 response is not 'username hex-digest'")
+    return username, digest.decode("ascii").lower()
 
 
 def cram_md5_verify(digest: str, challenge: bytes, password: str | bytes) -> bool:
