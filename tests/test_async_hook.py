@@ -1,10 +1,13 @@
-"""The conftest hook runs coroutine tests on a fresh loop each."""
+"""The conftest hook runs coroutine tests on a fresh event loop each."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["pytester"]
 
 _loops: list[asyncio.AbstractEventLoop] = []
 
@@ -18,7 +21,23 @@ async def test_each_async_test_gets_a_fresh_running_loop(run: int) -> None:
     assert run in (1, 2)
 
 
-async def test_async_failures_are_reported() -> None:
-    with pytest.raises(ZeroDivisionError):
-        await asyncio.sleep(0)
-        _ = 1 / 0
+def test_async_failures_and_fixtures_are_reported(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def number():
+            return 41
+
+        async def test_uses_fixture(number):
+            assert number + 1 == 42
+
+        async def test_fails():
+            raise ZeroDivisionError
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*ZeroDivisionError*"])

@@ -54,6 +54,7 @@ _DOMAIN: Final = {
     False: re.compile(rf"{_LDH_LABEL}(?:\.{_LDH_LABEL})*\Z"),
     True: re.compile(rf"{_U_LABEL}(?:\.{_U_LABEL})*\Z"),
 }
+_LABEL_MAX: Final = 63  # RFC 1035 section 2.3.4
 _GENERAL_LITERAL_TAG: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
 SOURCE_ROUTE: Final = re.compile(
     rf"@(?:{_LDH_LABEL}(?:\.{_LDH_LABEL})*|{_LITERAL})"
@@ -64,6 +65,8 @@ SOURCE_ROUTE: Final = re.compile(
 def _check_literal(literal: str) -> None:
     body = literal[1:-1]
     if body[:5].upper() == "IPV6:":
+        if "%" in body:  # ipaddress accepts a zone id; RFC 5321's IPv6-addr has none
+            raise AddressSyntaxError(f"invalid IPv6 address literal: {literal}")
         try:
             ipaddress.IPv6Address(body[5:])
         except ValueError:
@@ -91,12 +94,17 @@ def check_matched_mailbox(match: re.Match[str], *, max_local_part: int | None) -
     if domain is not None:
         if domain.startswith("["):
             _check_literal(domain)
-        elif len(domain.encode()) > DOMAIN_MAX:
-            raise AddressSyntaxError(f"domain longer than {DOMAIN_MAX} octets")
-        elif any(len(label.encode()) > 63 for label in domain.split(".")):
-            raise AddressSyntaxError("domain label longer than 63 octets")
+        else:
+            _check_domain_lengths(domain)
     if max_local_part is not None and len(match["local"].encode()) > max_local_part:
         raise AddressSyntaxError(f"local part longer than {max_local_part} octets")
+
+
+def _check_domain_lengths(domain: str) -> None:
+    if len(domain.encode()) > DOMAIN_MAX:
+        raise AddressSyntaxError(f"domain longer than {DOMAIN_MAX} octets")
+    if any(len(label.encode()) > _LABEL_MAX for label in domain.split(".")):
+        raise AddressSyntaxError(f"domain label longer than {_LABEL_MAX} octets")
 
 
 def _check_text(text: str, *, utf8: bool, what: str) -> None:
@@ -124,8 +132,12 @@ def check_mailbox(
     _check_text(address, utf8=utf8, what="address")
     match = match_mailbox(address, 0, utf8=utf8)
     if match is None or match.end() != len(address):
-        rest = address if match is None else address[match.end() :]
-        stray = re.search(r"[\s<>]", rest)
+        # A quote after a valid start is stray; one that opens an unterminated
+        # quoted string is merely malformed.
+        rest, strays = (
+            (address, r"[\s<>]") if match is None else (address[match.end() :], r'[\s<>"]')
+        )
+        stray = re.search(strays, rest)
         if stray is not None:
             raise UnsafeCharacterError(f"address holds {stray.group()!r}: {address!r}")
         raise AddressSyntaxError(f"malformed address: {address!r}")
@@ -141,8 +153,9 @@ def check_domain(name: str, *, utf8: bool = False) -> str:
     if name.startswith("[") and name.endswith("]") and re.fullmatch(_LITERAL, name):
         _check_literal(name)
         return name
-    if not _DOMAIN[utf8].match(name) or len(name.encode()) > DOMAIN_MAX:
+    if not _DOMAIN[utf8].match(name):
         raise AddressSyntaxError(f"malformed domain: {name!r}")
+    _check_domain_lengths(name)
     return name
 
 
@@ -160,10 +173,11 @@ def format_path(address: str, *, utf8: bool = False, require_domain: bool = Fals
 
 def split_mailbox(address: str) -> tuple[str, str]:
     """Split at the ``@`` that separates local part and domain (not one inside quotes)."""
+    match = match_mailbox(address, 0, utf8=True)
+    if match is not None and match.end() == len(address):
+        return match["local"], match["domain"] or ""
     local, at, domain = address.rpartition("@")
-    if not at:
-        return address, ""
-    return local, domain
+    return (local, domain) if at else (address, "")
 
 
 def is_postmaster(address: str) -> bool:

@@ -133,13 +133,13 @@ def _parse_path_argument(
         raise AddressSyntaxError("path must be enclosed in angle brackets")
     mailbox = match_mailbox(argument, position, utf8=utf8)
     if mailbox is None or mailbox.end() == position:
-        raise AddressSyntaxError(f"malformed address: {argument[position:position + 60]!r}")
+        raise AddressSyntaxError(f"malformed address: {argument[position : position + 60]!r}")
     check_matched_mailbox(mailbox, max_local_part=max_local_part)
     address = mailbox.group()
     position = mailbox.end()
     if bracketed:
         if argument[position : position + 1] != ">":
-            raise AddressSyntaxError(f"malformed address: {argument[len(prefix):][:60]!r}")
+            raise AddressSyntaxError(f"malformed address: {argument[len(prefix) :][:60]!r}")
         position += 1
     if mailbox["domain"] is None and (strict or not bracketed) and not is_postmaster(address):
         raise AddressSyntaxError(f"address has no domain: {address!r}")
@@ -197,7 +197,10 @@ def _argument_bytes(argument: str | bytes) -> bytes:
         unsafe = find_unsafe(argument)
         if unsafe is not None:
             raise UnsafeCharacterError(f"command argument holds {unsafe!r}: {argument!r}")
-        return argument.encode("utf-8")
+        try:
+            return argument.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate is not text
+            raise UnsafeCharacterError(f"command argument is not text: {argument!r}") from None
     bad = _BYTES_UNSAFE.search(argument)
     if bad is not None:
         raise UnsafeCharacterError(f"command argument holds {bad.group()!r}: {argument!r}")
@@ -232,9 +235,7 @@ def format_command(
 _Parameters = Mapping[str, str | None] | Iterable[str | Parameter | tuple[str, str | None]]
 
 
-def format_mail_from(
-    address: str, parameters: _Parameters = (), *, utf8: bool = False
-) -> bytes:
+def format_mail_from(address: str, parameters: _Parameters = (), *, utf8: bool = False) -> bytes:
     """``MAIL FROM:<address> params\\r\\n``; ``""`` gives the null path ``<>``."""
     path = format_path(address, utf8=utf8)
     return f"MAIL FROM:{path}{format_parameters(parameters, utf8=utf8)}\r\n".encode()

@@ -105,8 +105,10 @@ def format_ehlo_reply(
 ) -> bytes:
     """A whole EHLO reply: ``250-domain greeting`` then one line per extension."""
     lines = [f"{domain} {greeting}" if greeting else domain]
-    items = extensions.items() if isinstance(extensions, Mapping) else (
-        tuple(line.partition(" ")[::2]) for line in extensions
+    items = (
+        extensions.items()
+        if isinstance(extensions, Mapping)
+        else (tuple(line.partition(" ")[::2]) for line in extensions)
     )
     for keyword, parameters in items:
         if not _KEYWORD.match(keyword):

@@ -178,8 +178,15 @@ class ReplyParser:
     raised, the parser is out of step with the peer and raises the same error again.
     """
 
-    __slots__ = ("_buffer", "_code", "_failed", "_lines", "_reply_size", "max_line_length",
-                 "max_reply_length")
+    __slots__ = (
+        "_buffer",
+        "_code",
+        "_failed",
+        "_lines",
+        "_reply_size",
+        "max_line_length",
+        "max_reply_length",
+    )
 
     def __init__(
         self, *, max_line_length: int = REPLY_LINE_CAP, max_reply_length: int = REPLY_CAP
