@@ -155,7 +155,7 @@ class BareNewlinePolicy(enum.Enum):
     """
 
     REJECT = "reject"  # refuse the message (report DataViolation.BARE_LF / BARE_CR)
-    NORMALIZE = "normalize"  # deliver them as CRLF (Postfix's smtpd_forbid_bare_newline)
+    NORMALIZE = "normalize"  # bare CR and LF end lines and are delivered as CRLF (as Postfix)
     KEEP = "keep"  # deliver them as sent, and flag them (aiosmtpd's behaviour)
 
 
@@ -166,6 +166,9 @@ class DataViolation(enum.Enum):
     TOO_LARGE = "message too large"
     BARE_LF = "bare LF"
     BARE_CR = "bare CR"
+
+
+_BARE_NEWLINE: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 class DataDecoder:
@@ -179,11 +182,14 @@ class DataDecoder:
 
     Limits: ``max_size`` (content octets) and ``max_line_length`` (octets per line
     including CRLF, a stuffing dot not counted; lines are measured between LFs).
-    On the first violation :attr:`violation` is set and all further content is
-    discarded while the decoder still looks for the terminator, so the session
-    stays in step; the caller replies with an error after the end and must discard
-    what it received of this message.
+    :attr:`violation` is the first limit or rule the message broke, in the order
+    of the data (the same however it was split into chunks).  From there on all
+    content is discarded while the decoder still looks for the terminator, so the
+    session stays in step; the caller replies with an error after the end and must
+    discard what it received of this message.
 
+    A dot is a stuffing dot (removed) at the start of a line that follows CRLF;
+    under ``NORMALIZE`` also after a bare LF or CR, since those end lines there.
     :attr:`bare_lf` / :attr:`bare_cr` tell whether the wire data held a bare LF or
     CR, whatever the ``bare_newline`` policy.
     """
@@ -191,6 +197,7 @@ class DataDecoder:
     __slots__ = (
         "_line_dot",
         "_line_length",
+        "_normalize",
         "_pending",
         "_virtual",
         "bare_cr",
@@ -217,6 +224,7 @@ class DataDecoder:
         self.max_size = max_size
         self.max_line_length = max_line_length
         self.bare_newline = bare_newline
+        self._normalize = bare_newline is BareNewlinePolicy.NORMALIZE
         # The message starts at a line start: a virtual CRLF (never output) lets the
         # terminator and unstuffing patterns match the first line like any other.
         self._pending = b"\r\n"
@@ -245,18 +253,28 @@ class DataDecoder:
             self.done = True
             self.wire_size += len(data) - len(self.remainder)
         else:
-            keep = 0
-            for prefix in _TERMINATOR_PREFIXES:
-                if wire.endswith(prefix):
-                    keep = len(prefix)
-                    break
+            keep = self._undecided_tail(wire)
             segment = wire[: len(wire) - keep]
             self._pending = wire[len(wire) - keep :]
             self.wire_size += len(data)
         return self._decode_segment(segment)
 
+    def _undecided_tail(self, wire: bytes) -> int:
+        """How many final octets must wait for the next chunk: a possible start of
+        the terminator, and under NORMALIZE a bare LF (and dot) that the next
+        chunk's first octet turns into a line end (and stuffing dot)."""
+        for prefix in _TERMINATOR_PREFIXES:
+            if wire.endswith(prefix):
+                return len(prefix)
+        if self._normalize:
+            if wire.endswith(b"\n."):
+                return 2
+            if wire.endswith(b"\n"):
+                return 1
+        return 0
+
     def _decode_segment(self, segment: bytes) -> bytes:
-        """Decode wire octets that can contain no part of an undecided terminator.
+        """Check and decode wire octets that hold no part of an undecided terminator.
 
         A segment never ends with CR, CRLF or CRLF-dot (those stay pending), so no
         CRLF pair and no stuffed dot is split between two segments.
@@ -265,35 +283,59 @@ class DataDecoder:
             return b""
         virtual = self._virtual
         self._virtual = 0
-        if virtual and len(segment) < virtual:
-            return b""
         has_bare_lf, has_bare_cr = _bare_newlines(segment)
         self.bare_lf = self.bare_lf or has_bare_lf
         self.bare_cr = self.bare_cr or has_bare_cr
         if self.violation is not None:
             return b""
+        normalize = self._normalize and (has_bare_lf or has_bare_cr)
+        # Where in this segment a rule is first broken; the earliest one wins.
+        broken_at = len(segment)
+        broken: DataViolation | None = None
         if self.bare_newline is BareNewlinePolicy.REJECT and (has_bare_lf or has_bare_cr):
-            return self._violate(DataViolation.BARE_LF if has_bare_lf else DataViolation.BARE_CR)
-        if self.max_line_length is not None and self._has_long_line(segment, self.max_line_length):
-            return self._violate(DataViolation.LINE_TOO_LONG)
-        # split/join unstuffs at twice the speed of bytes.replace for this pattern.
-        content = b"\r\n".join(segment.split(b"\r\n."))
-        if virtual:
-            content = content[virtual:]
-        if self.bare_newline is BareNewlinePolicy.NORMALIZE and (has_bare_lf or has_bare_cr):
-            content = _ANY_LINE_ENDING.sub(b"\r\n", content)
+            match = _BARE_NEWLINE.search(segment)
+            assert match is not None  # noqa: S101 -- _bare_newlines found one
+            broken_at = match.start()
+            broken = DataViolation.BARE_LF if match.group() == b"\n" else DataViolation.BARE_CR
+        if self.max_line_length is not None:
+            too_long_at = self._long_line_at(segment, self.max_line_length)
+            if 0 <= too_long_at < broken_at:
+                broken_at, broken = too_long_at, DataViolation.LINE_TOO_LONG
+        if broken is not None:
+            segment = segment[:broken_at]  # the content before it decides the size rule
+        content = self._content(segment, virtual, normalize)
         self.size += len(content)
         if self.max_size is not None and self.size > self.max_size:
-            return self._violate(DataViolation.TOO_LARGE)
+            broken = DataViolation.TOO_LARGE
+        if broken is not None:
+            self.violation = broken
+            return b""
         return content
 
-    def _violate(self, violation: DataViolation) -> bytes:
-        self.violation = violation
-        return b""
+    @staticmethod
+    def _content(segment: bytes, virtual: int, normalize: bool) -> bytes:
+        if normalize:
+            segment = _ANY_LINE_ENDING.sub(b"\r\n", segment)
+        # split/join unstuffs at twice the speed of bytes.replace for this pattern.
+        content = b"\r\n".join(segment.split(b"\r\n."))
+        return content[virtual:] if virtual else content
 
-    def _has_long_line(self, segment: bytes, limit: int) -> bool:
-        """True if a line reaches ``limit`` octets before its LF (``limit + 1`` after a
-        stuffing dot).  The line carried over from earlier segments continues here.
+    def _starts_stuffed_line(self, segment: bytes, index: int) -> bool:
+        """Whether a line starting at ``index`` (just after an LF) begins with a
+        stuffing dot: after CRLF, or after any LF under NORMALIZE."""
+        return (
+            index < len(segment)
+            and segment[index] == 0x2E
+            and (self._normalize or (index >= 2 and segment[index - 2] == 0x0D))
+        )
+
+    def _long_line_at(self, segment: bytes, limit: int) -> int:
+        """Index of the first octet that makes a line too long, or -1.
+
+        A line may hold ``limit - 1`` octets before its LF (``limit`` after a
+        stuffing dot).  The line carried over from earlier segments continues here;
+        a segment that starts a line follows a bare LF (a CRLF never ends a
+        segment), so that line has no stuffing dot.
 
         Rather than visit every line, each step looks for the last LF within
         ``limit`` octets of the current line's start with ``bytes.rfind``: every line
@@ -303,7 +345,7 @@ class DataDecoder:
         size = len(segment)
         rfind = segment.rfind
         start = -self._line_length  # where the current line began, relative to segment
-        dot = self._line_dot if self._line_length else segment[0] == 0x2E
+        dot = self._line_dot if self._line_length else self._normalize and segment[0] == 0x2E
         while True:
             window_end = start + limit
             if window_end > size:
@@ -311,23 +353,23 @@ class DataDecoder:
                 if last < 0:
                     self._line_length = size - start
                     self._line_dot = dot
-                    return False
+                    return -1
                 start = last + 1
-                dot = start < size and segment[start] == 0x2E
+                dot = self._starts_stuffed_line(segment, start)
                 continue
             last = rfind(b"\n", max(start, 0), window_end)
             if last >= 0:
                 start = last + 1
-                dot = start < size and segment[start] == 0x2E
+                dot = self._starts_stuffed_line(segment, start)
                 continue
             if not dot:
-                return True
+                return window_end - 1
             # No LF in the first ``limit`` octets: a dot line may still end right here.
             if window_end == size:
                 self._line_length = size - start
                 self._line_dot = True
-                return False
+                return -1
             if segment[window_end] != 0x0A:
-                return True
+                return window_end
             start = window_end + 1
-            dot = start < size and segment[start] == 0x2E
+            dot = self._starts_stuffed_line(segment, start)
