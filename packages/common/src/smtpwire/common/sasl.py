@@ -41,6 +41,7 @@ __all__ = [
 # The challenges aiosmtpd sends for LOGIN ("User Name\0", "Password\0" in base64).
 LOGIN_USERNAME_CHALLENGE: Final = b"User Name\x00"
 LOGIN_PASSWORD_CHALLENGE: Final = b"Password\x00"
+_BASE64: Final = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _HEX_DIGEST: Final = re.compile(rb"[0-9a-fA-F]{32}")
 
 
@@ -59,6 +60,10 @@ def b64decode(text: str | bytes) -> bytes:
     raw = _as_bytes(text).strip()
     if raw == b"=":
         return b""
+    # Checked here rather than left to binascii, whose strictness differs between
+    # Python versions (3.10 accepts "==" as empty).
+    if not _BASE64.fullmatch(raw):
+        raise SASLDecodeError("not valid base64")
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
