@@ -320,56 +320,56 @@ class DataDecoder:
         content = b"\r\n".join(segment.split(b"\r\n."))
         return content[virtual:] if virtual else content
 
-    def _starts_stuffed_line(self, segment: bytes, index: int) -> bool:
-        """Whether a line starting at ``index`` (just after an LF) begins with a
-        stuffing dot: after CRLF, or after any LF under NORMALIZE."""
-        return (
-            index < len(segment)
-            and segment[index] == 0x2E
-            and (self._normalize or (index >= 2 and segment[index - 2] == 0x0D))
-        )
+    def _stuffed_line_at(self, segment: bytes, start: int) -> bool:
+        """Whether the line that starts at ``start`` begins with a stuffing dot.
+
+        A line that starts inside the segment follows an LF; its dot is a stuffing
+        dot after CRLF, or after any LF under NORMALIZE.  A line carried over from
+        earlier segments (``start < 0``) keeps what was found then; one that starts
+        the segment follows a bare LF (a CRLF never ends a segment).
+        """
+        if start < 0:
+            return self._line_dot
+        if start >= len(segment) or segment[start] != 0x2E:
+            return False
+        return self._normalize or (start >= 2 and segment[start - 2] == 0x0D)
 
     def _long_line_at(self, segment: bytes, limit: int) -> int:
         """Index of the first octet that makes a line too long, or -1.
 
         A line may hold ``limit - 1`` octets before its LF (``limit`` after a
-        stuffing dot).  The line carried over from earlier segments continues here;
-        a segment that starts a line follows a bare LF (a CRLF never ends a
-        segment), so that line has no stuffing dot.
+        stuffing dot).  The line carried over from earlier segments continues here.
 
         Rather than visit every line, each step looks for the last LF within
-        ``limit`` octets of the current line's start with ``bytes.rfind``: every line
-        in that window is short enough, so the scan advances up to ``limit`` octets
-        per step (a Python step per kilobyte, not per line).
+        ``limit`` octets of the current line's start with ``bytes.rfind`` (which
+        reads backwards from the window's end, so it touches about one line): every
+        line in that window is short enough, so the scan advances nearly ``limit``
+        octets per step, a Python step per kilobyte rather than per line.
         """
         size = len(segment)
         rfind = segment.rfind
         start = -self._line_length  # where the current line began, relative to segment
-        dot = self._line_dot if self._line_length else self._normalize and segment[0] == 0x2E
+        floor = 0  # where to look for the next LF
         while True:
             window_end = start + limit
             if window_end > size:
-                last = rfind(b"\n", max(start, 0))
-                if last < 0:
-                    self._line_length = size - start
-                    self._line_dot = dot
-                    return -1
-                start = last + 1
-                dot = self._starts_stuffed_line(segment, start)
-                continue
-            last = rfind(b"\n", max(start, 0), window_end)
-            if last >= 0:
-                start = last + 1
-                dot = self._starts_stuffed_line(segment, start)
-                continue
-            if not dot:
-                return window_end - 1
-            # No LF in the first ``limit`` octets: a dot line may still end right here.
-            if window_end == size:
+                last = rfind(b"\n", floor)
+                if last >= 0:
+                    start = last + 1
+                self._line_dot = self._stuffed_line_at(segment, start)
                 self._line_length = size - start
+                return -1
+            last = rfind(b"\n", floor, window_end)
+            if last >= 0:
+                start = floor = last + 1
+                continue
+            # No LF in the first ``limit`` octets: only a dot line may end right here.
+            if not self._stuffed_line_at(segment, start):
+                return window_end - 1
+            if window_end == size:
                 self._line_dot = True
+                self._line_length = size - start
                 return -1
             if segment[window_end] != 0x0A:
                 return window_end
-            start = window_end + 1
-            dot = self._starts_stuffed_line(segment, start)
+            start = floor = window_end + 1
