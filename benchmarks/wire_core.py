@@ -1,7 +1,13 @@
-"""S5: the wire core alone - DATA decoder/encoder throughput and reply parser rate.
+"""S5: the wire core alone, beside the anchors' equivalents in the same run.
 
-Run by ``nox -s bench``; prints MB/s (10**6 octets per second) as the median of
-several repetitions with min-max, and writes JSON under benchmarks/results/.
+- DATA decoder (server): 50 MiB of ordinary mail text fed in 64 KiB chunks.
+- DATA encoder (client): the same text, chunked and as one message; the anchors
+  are stdlib smtplib's helpers and aiosmtplib 5's encoding steps (if installed).
+- Reply parser (client): EHLO/MAIL/RCPT/DATA replies fed in 4 KiB chunks.
+
+Rates are MB/s (10**6 octets per second of input) or replies/s: the median of
+``--repeat`` runs with min and max.  Run by ``nox -s bench``, which also writes
+the results as JSON under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ import argparse
 import json
 import platform
 import random
+import smtplib
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smtpwire.common import DataDecoder, DataEncoder, ReplyParser, encode_data
 
@@ -23,16 +31,22 @@ WORDS = (
     "header", "body", "line", "text", "mail", "relay", "server", "client", "envelope",
     "recipient", "sender", "delivery", "status", "notification",
 )  # fmt: skip
+REPLIES = (
+    b"250-mx.example.org Hello\r\n250-PIPELINING\r\n250-SIZE 33554432\r\n250 HELP\r\n"
+    + b"250 2.1.0 OK\r\n" * 3
+    + b"354 End data with <CR><LF>.<CR><LF>\r\n"
+)
+REPLIES_PER_ROUND = 5
 
 
 def ordinary_text(size: int, *, seed: int = 1) -> bytes:
-    """Mail-like text: lines of 1-76 characters, CRLF endings, some leading dots."""
+    """Mail-like text of at least ``size`` octets: CRLF lines of 0-76 characters,
+    1% of them starting with a dot."""
     rng = random.Random(seed)
     lines: list[str] = []
     total = 0
     while total < size:
-        words = rng.choices(WORDS, k=rng.randint(0, 12))
-        line = " ".join(words)[:76]
+        line = " ".join(rng.choices(WORDS, k=rng.randint(0, 12)))[:76]
         if rng.random() < 0.01:
             line = "." + line
         lines.append(line)
@@ -44,108 +58,114 @@ def chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def measure(label: str, octets: int, run: Callable[[], object], repeat: int) -> dict[str, object]:
+def timed(run: Callable[[], object], repeat: int) -> list[float]:
     seconds = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
-    rates = [octets / s / 1e6 for s in seconds]
-    result = {
-        "scenario": label,
-        "octets": octets,
-        "median_mb_s": statistics.median(rates),
-        "min_mb_s": min(rates),
-        "max_mb_s": max(rates),
-        "repeat": repeat,
-    }
-    median = result["median_mb_s"]
-    print(f"{label:<44} {median:9.1f} MB/s  (min {min(rates):.1f}, max {max(rates):.1f})")
-    return result
+    return seconds
+
+
+def report(label: str, amount: float, unit: str, seconds: list[float]) -> dict[str, Any]:
+    rates = [amount / s for s in seconds]
+    median = statistics.median(rates)
+    scale = 1e6 if unit == "MB/s" else 1
+    print(
+        f"{label:<50} {median / scale:10.1f} {unit}  "
+        f"(min {min(rates) / scale:.1f}, max {max(rates) / scale:.1f})"
+    )
+    return {"scenario": label, "unit": unit, "median": median / scale,
+            "min": min(rates) / scale, "max": max(rates) / scale}  # fmt: skip
+
+
+def anchor_encoders() -> list[tuple[str, Callable[[bytes], bytes]]]:
+    """Whole-message DATA encoding as the anchors do it."""
+
+    def smtplib_encode(message: bytes) -> bytes:
+        # smtplib.SMTP.data() with bytes: _quote_periods, a final CRLF, "." CRLF
+        # (it normalises line endings only for str messages).
+        quoted: bytes = smtplib._quote_periods(message)  # type: ignore[attr-defined]
+        return quoted + (b".\r\n" if quoted.endswith(b"\r\n") else b"\r\n.\r\n")
+
+    anchors = [("smtplib", smtplib_encode)]
+    try:
+        from aiosmtplib import protocol  # noqa: PLC0415 -- optional, benchmark-only
+    except ImportError:
+        return anchors
+
+    def aiosmtplib_encode(message: bytes) -> bytes:
+        # aiosmtplib 5 SMTPProtocol.execute_data_command(): normalise, quote, ".".
+        normalized = protocol.normalize_message_line_endings(message)
+        return bytes(protocol.PERIOD_REGEX.sub(b"..", normalized)) + b".\r\n"
+
+    anchors.append(("aiosmtplib", aiosmtplib_encode))
+    return anchors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
     content = ordinary_text(args.size_mib * 1024 * 1024)
     wire = encode_data(content)
-    content_chunks = chunks(content)
-    wire_chunks = chunks(wire)
+    content_chunks, wire_chunks = chunks(content), chunks(wire)
 
     def decode() -> None:
-        decoder = DataDecoder(max_size=len(content) + 1)
-        total = 0
-        for chunk in wire_chunks:
-            total += len(decoder.feed(chunk))
+        decoder = DataDecoder(max_size=len(content))
+        total = sum(len(decoder.feed(chunk)) for chunk in wire_chunks)
         assert decoder.done
         assert decoder.violation is None
         assert total == len(content)
 
-    def encode() -> None:
+    def encode_chunked() -> None:
         encoder = DataEncoder()
         total = sum(len(encoder.feed(chunk)) for chunk in content_chunks)
-        total += len(encoder.finish())
-        assert total == len(wire)
+        assert total + len(encoder.finish()) == len(wire)
 
     def encode_whole() -> None:
-        assert len(encode_data(content)) == len(wire)
+        assert encode_data(content) == wire
 
-    replies = (
-        b"250-mx.example.org Hello\r\n250-PIPELINING\r\n250-SIZE 33554432\r\n250 HELP\r\n"
-        + b"250 2.1.0 OK\r\n" * 3
-        + b"354 End data with <CR><LF>.<CR><LF>\r\n"
-    ) * 20_000
-    reply_count = 20_000 * 5
+    reply_wire = chunks(REPLIES * 20_000, 4096)
 
     def parse_replies() -> None:
         reply_parser = ReplyParser()
-        count = sum(len(reply_parser.feed(chunk)) for chunk in chunks(replies, 4096))
-        assert count == reply_count
+        count = sum(len(reply_parser.feed(chunk)) for chunk in reply_wire)
+        assert count == 20_000 * REPLIES_PER_ROUND
 
     print(
-        f"python {platform.python_version()} on {platform.machine()}, {args.size_mib} MiB "
-        f"of ordinary text in {CHUNK // 1024} KiB chunks"
+        f"Python {platform.python_version()} on {platform.machine()}: {args.size_mib} MiB of "
+        f"ordinary text, 64 KiB chunks, median of {args.repeat} runs"
     )
+    size = args.size_mib
     results = [
-        measure(
-            f"DATA decoder ({args.size_mib} MiB, 64 KiB chunks)", len(wire), decode, args.repeat
-        ),
-        measure(
-            f"DATA encoder ({args.size_mib} MiB, 64 KiB chunks)", len(content), encode, args.repeat
-        ),
-        measure(
-            f"DATA encoder (whole {args.size_mib} MiB message)",
-            len(content),
-            encode_whole,
-            args.repeat,
-        ),
-    ]
-    rates = []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        parse_replies()
-        rates.append(reply_count / (time.perf_counter() - start))
-    print(
-        f"{'reply parser (4 KiB chunks)':<44} {statistics.median(rates):9.0f} replies/s "
-        f"(min {min(rates):.0f}, max {max(rates):.0f})"
-    )
+        report(f"DATA decoder ({size} MiB, 64 KiB chunks)", len(wire), "MB/s",
+               timed(decode, args.repeat)),
+        report(f"DATA encoder ({size} MiB, 64 KiB chunks)", len(content), "MB/s",
+               timed(encode_chunked, args.repeat)),
+    ]  # fmt: skip
+    whole = report(f"DATA encoder ({size} MiB in one call)", len(content), "MB/s",
+                   timed(encode_whole, args.repeat))  # fmt: skip
+    results.append(whole)
+    for name, anchor in anchor_encoders():
+        assert anchor(content) == wire, f"{name} encodes differently"
+        result = report(f"  {name}, same message", len(content), "MB/s",
+                        timed(lambda a=anchor: a(content), args.repeat))  # type: ignore[misc]  # fmt: skip
+        result["smtpwire_ratio"] = whole["median"] / result["median"]
+        print(f"  {'smtpwire / ' + name:<48} {result['smtpwire_ratio']:10.2f}x")
+        results.append(result)
     results.append(
-        {
-            "scenario": "reply parser",
-            "median_replies_s": statistics.median(rates),
-            "min_replies_s": min(rates),
-            "max_replies_s": max(rates),
-        }
-    )
+        report("reply parser (4 KiB chunks)", 20_000 * REPLIES_PER_ROUND, "replies/s",
+               timed(parse_replies, args.repeat))
+    )  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"python": platform.python_version(), "results": results}, indent=2)
-        )
+        document = {"python": platform.python_version(), "machine": platform.machine(),
+                    "size_mib": size, "repeat": args.repeat, "results": results}  # fmt: skip
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":
