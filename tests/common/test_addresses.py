@@ -17,22 +17,7 @@ from smtpwire.common.errors import (
     NonASCIIError,
     UnsafeCharacterError,
 )
-
-
-def _domain_of_length(length: int) -> str:
-    """A valid domain name of exactly ``length`` octets, labels of at most 63."""
-    labels: list[str] = []
-    remaining = length
-    while remaining > 0:
-        size = min(63, remaining)
-        if remaining - size == 1:
-            size -= 2
-        labels.append("a" * size)
-        remaining -= size + 1
-    domain = ".".join(labels)
-    assert len(domain) == length
-    return domain
-
+from support.domains import domain_of_length
 
 # --- check_mailbox ------------------------------------------------------------------------
 
@@ -57,7 +42,7 @@ def _domain_of_length(length: int) -> str:
         "user@[IPv6:::1]",
         "user@[IPv6:::ffff:192.0.2.1]",
         "user@[x-tag:content]",
-        "user@" + _domain_of_length(255),
+        "user@" + domain_of_length(255),
         "user@" + "b" * 63 + ".example",
         "a" * 64 + "@example.com",
     ],
@@ -109,7 +94,7 @@ def test_check_mailbox_utf8(address: str) -> None:
         "user@[IPv6:fe80::1%eth0]",  # RFC 5321 IPv6-addr has no zone identifier
         "user@[tag:]",
         "user@[]",
-        "user@" + _domain_of_length(256),
+        "user@" + domain_of_length(256),
         "user@" + "b" * 64 + ".example",
         "a" * 65 + "@example.com",
     ],
@@ -181,7 +166,7 @@ def test_check_mailbox_max_local_part() -> None:
         "[192.0.2.1]",
         "[IPv6:2001:db8::1]",
         "[x-tag:content]",
-        _domain_of_length(255),
+        domain_of_length(255),
         "b" * 63 + ".example",
     ],
 )
@@ -212,7 +197,7 @@ def test_check_domain_utf8() -> None:
         "[IPv6:fe80::1%1]",  # RFC 5321 IPv6-addr has no zone identifier
         "[tag:]",
         "[192.0.2.1",
-        _domain_of_length(256),
+        domain_of_length(256),
         "b" * 64 + ".example",  # a DNS label is at most 63 octets (check_mailbox agrees)
     ],
 )

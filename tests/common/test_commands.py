@@ -31,23 +31,9 @@ from smtpwire.common.errors import (
     UnsafeCharacterError,
 )
 from smtpwire.common.parameters import Parameter
+from support.domains import domain_of_length
 
 ParametersArg = Mapping[str, str | None] | Iterable[str | Parameter | tuple[str, str | None]]
-
-
-def _domain_of_length(length: int) -> str:
-    """A valid domain name of exactly ``length`` octets, labels of at most 63."""
-    labels: list[str] = []
-    remaining = length
-    while remaining > 0:
-        size = min(63, remaining)
-        if remaining - size == 1:  # never leave room for only a dot
-            size -= 2
-        labels.append("a" * size)
-        remaining -= size + 1
-    domain = ".".join(labels)
-    assert len(domain) == length
-    return domain
 
 
 # --- split_command -------------------------------------------------------------------
@@ -184,7 +170,7 @@ def test_split_command_invalid_utf8_refused_without_utf8() -> None:
         ("FROM:<@relay.example:user@example.com>", "user@example.com"),
         ("FROM:<@a,@b:u@d>", "u@d"),
         ("FROM:<@a.example,@[192.0.2.1]:user@example.com>", "user@example.com"),
-        ("FROM:<a@" + _domain_of_length(255) + ">", "a@" + _domain_of_length(255)),
+        ("FROM:<a@" + domain_of_length(255) + ">", "a@" + domain_of_length(255)),
         ("FROM:<a@" + "b" * 63 + ".example>", "a@" + "b" * 63 + ".example"),
     ],
 )
@@ -525,7 +511,7 @@ def test_max_local_part_counts_octets() -> None:
 
 
 def test_domain_over_255_octets_refused() -> None:
-    domain = _domain_of_length(256)
+    domain = domain_of_length(256)
     with pytest.raises(AddressSyntaxError):
         parse_mail_from(f"FROM:<a@{domain}>")
     with pytest.raises(AddressSyntaxError):
@@ -822,7 +808,7 @@ def test_format_refuses_quote_outside_quoted_local_part_as_unsafe(address: str) 
         "user@example.com.",
         "user@[300.0.0.1]",
         "user@[IPv6:2001:db8::g]",
-        "user@" + _domain_of_length(256),
+        "user@" + domain_of_length(256),
         "user@" + "b" * 64 + ".example",
     ],
 )

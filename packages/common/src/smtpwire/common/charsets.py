@@ -27,7 +27,3 @@ def find_unsafe(text: str) -> str | None:
     """The first unsafe character in ``text``, or None."""
     match = UNSAFE_TEXT.search(text)
     return None if match is None else match.group()
-
-
-def is_ascii(text: str) -> bool:
-    return text.isascii()
