@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
+from smtpwire.common.commands import format_mail_from
 from smtpwire.common.errors import (
     NonASCIIError,
     ParameterSyntaxError,
@@ -273,3 +274,20 @@ def test_decode_xtext_allow_utf8() -> None:
     with pytest.raises(ParameterSyntaxError):
         decode_xtext("+C3+A9", allow_utf8=False)
     assert decode_xtext("+41", allow_utf8=False) == "A"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a+0D+0Ab", "+00", "x+7F", "+0A", "+C2+85", "+E2+80+A8", "a+09b"],
+)
+def test_format_refuses_controls_hidden_in_xtext(value: str) -> None:
+    # Each decodes (RFC 3461 xtext) to a control character or line separator.
+    with pytest.raises(UnsafeCharacterError):
+        format_parameters({"ENVID": value})
+    with pytest.raises(UnsafeCharacterError):
+        format_mail_from("a@example.org", [("ENVID", value)])
+
+
+@pytest.mark.parametrize("value", ["a+2Bb", "+3D", "abc", "a+20b", "+C3+A9", "a+0"])
+def test_format_allows_harmless_xtext(value: str) -> None:
+    assert format_parameters({"ENVID": value}) == f" ENVID={value}"

@@ -111,7 +111,19 @@ def _checked_parameter(keyword: str, value: str | None, *, utf8: bool) -> Parame
             raise NonASCIIError(f"parameter value is not ASCII: {value!r}")
         if not _VALUE[utf8].match(value):
             raise UnsafeCharacterError(f"malformed parameter value: {keyword}={value!r}")
+        hidden = _hidden_in_xtext(value)
+        if hidden is not None:
+            raise UnsafeCharacterError(f"parameter value decodes (as xtext) to {hidden!r}")
     return Parameter(keyword.upper(), value)
+
+
+def _hidden_in_xtext(value: str) -> str | None:
+    """The unsafe character an xtext value (ENVID, ORCPT, AUTH=) hides, if any:
+    ``a+0D+0Ab`` is harmless on this wire but becomes CR LF wherever it is decoded."""
+    if "+" not in value or not _XTEXT.match(value):
+        return None
+    raw = _XTEXT_HEX.sub(lambda match: chr(int(match[1], 16)), value).encode("latin-1")
+    return find_unsafe(raw.decode("utf-8", "replace"))
 
 
 def encode_xtext(text: str) -> str:
