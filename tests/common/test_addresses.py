@@ -265,6 +265,9 @@ def test_format_path_refuses_unsafe(address: str) -> None:
         ("jörg@bücher.example", ("jörg", "bücher.example")),
         ('"a@b"', ('"a@b"', "")),  # the @ is inside quotes: no domain
         ("user@[tag:a@b]", ("user", "[tag:a@b]")),  # dcontent includes "@"
+        # Not a mailbox at all: split at the last "@", as a best effort.
+        ("a b@c d", ("a b", "c d")),
+        ("no mailbox here", ("no mailbox here", "")),
     ],
 )
 def test_split_mailbox(address: str, expected: tuple[str, str]) -> None:
