@@ -108,3 +108,19 @@ def bench(session: nox.Session) -> None:
         "python", "benchmarks/wire_core.py", "--json", "benchmarks/results/wire_core.json",
         *session.posargs,
     )  # fmt: skip
+
+
+@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+def coverage(session: nox.Session) -> None:
+    """The test suite under coverage (branches), with the report per module."""
+    session.install(*PACKAGES, *TEST_DEPENDENCIES, "coverage")
+    session.run(
+        "coverage",
+        "run",
+        "--branch",
+        "--source=smtpwire.common,smtpwire.client,smtpwire.server",
+        "-m",
+        "pytest",
+        *session.posargs,
+    )
+    session.run("coverage", "report", "--show-missing")
