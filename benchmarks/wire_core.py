@@ -103,6 +103,43 @@ def anchor_encoders() -> list[tuple[str, Callable[[bytes], bytes]]]:
     return anchors
 
 
+def split_replies(wire: bytes) -> list[bytes]:
+    """One complete reply per item, as a lock-step client receives them."""
+    replies, start = [], 0
+    for end in range(len(wire)):
+        if wire[end] == 0x0A and wire[end - 3 : end - 2] != b"-" and end + 1 > start:
+            line_start = wire.rfind(b"\n", 0, end) + 1
+            if wire[line_start + 3 : line_start + 4] != b"-":
+                replies.append(wire[start : end + 1])
+                start = end + 1
+    return replies
+
+
+def anchor_reply_parser() -> Callable[[list[bytes]], int] | None:
+    """aiosmtplib 5's reply parsing (its protocol's buffer parser), one reply per call."""
+    try:
+        from aiosmtplib import protocol  # noqa: PLC0415 -- optional, benchmark-only
+    except ImportError:
+        return None
+    parse = getattr(protocol.SMTPProtocol, "_read_response_from_buffer", None)
+    if parse is None:
+        return None
+
+    class Holder:
+        _buffer = bytearray()
+
+    def run(replies: list[bytes]) -> int:
+        holder = Holder()
+        holder._buffer = bytearray()
+        count = 0
+        for reply in replies:
+            holder._buffer.extend(reply)
+            count += parse(holder) is not None
+        return count
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=50)
@@ -156,6 +193,24 @@ def main() -> None:
                         timed(lambda a=anchor: a(content), args.repeat))  # type: ignore[misc]  # fmt: skip
         result["smtpwire_ratio"] = whole["median"] / result["median"]
         print(f"  {'smtpwire / ' + name:<48} {result['smtpwire_ratio']:10.2f}x")
+        results.append(result)
+    lockstep = split_replies(REPLIES) * 20_000
+    assert len(lockstep) == 20_000 * REPLIES_PER_ROUND
+
+    def parse_lockstep() -> None:
+        reply_parser = ReplyParser()
+        assert sum(len(reply_parser.feed(reply)) for reply in lockstep) == len(lockstep)
+
+    ours = report("reply parser, one reply per feed", len(lockstep), "replies/s",
+                  timed(parse_lockstep, args.repeat))  # fmt: skip
+    results.append(ours)
+    anchor = anchor_reply_parser()
+    if anchor is not None:
+        assert anchor(lockstep) == len(lockstep)
+        result = report("  aiosmtplib, same replies", len(lockstep), "replies/s",
+                        timed(lambda: anchor(lockstep), args.repeat))  # fmt: skip
+        result["smtpwire_ratio"] = ours["median"] / result["median"]
+        print(f"  {'smtpwire / aiosmtplib':<48} {result['smtpwire_ratio']:10.2f}x")
         results.append(result)
     results.append(
         report("reply parser (4 KiB chunks)", 20_000 * REPLIES_PER_ROUND, "replies/s",

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from .errors import MalformedReplyError, ReplyTooLongError, UnsafeCharacterError
+from .errors import MalformedReplyError, ProtocolError, ReplyTooLongError, UnsafeCharacterError
 from .limits import REPLY_CAP, REPLY_LINE_CAP
 from .status import EnhancedStatusCode
 
@@ -22,7 +22,10 @@ __all__ = ["ReplyParser", "SMTPReply", "format_reply", "parse_reply", "split_rep
 _ENHANCED_PREFIX: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |\Z)", re.ASCII)
 _LINE_BREAK: Final = re.compile(r"\r\n|\n")
 _UNSAFE_IN_LINE: Final = re.compile(r"[\r\n\x00]")
-_CODE_DIGITS: Final = frozenset(b"0123456789")
+# A reply line without its LF: code, separator (absent for a bare "250") and text,
+# which may end with the CR of CRLF but hold no other CR and no NUL.
+_REPLY_LINE: Final = re.compile(rb"([2-5][0-9][0-9])(?:([ -])([^\r\x00]*))?\r?\Z")
+_new_reply: Final = object.__new__
 _ENCODING: Final = "utf-8"
 _ERRORS: Final = "surrogateescape"  # any octet a peer sent survives a parse/format round trip
 
@@ -35,16 +38,22 @@ class SMTPReply:
     reads it back.  Instances are immutable and compare by value.
     """
 
-    __slots__ = ("code", "lines")
-
-    code: int
-    lines: tuple[str, ...]
+    # Private slots behind read-only properties: the parser can build a reply with
+    # two plain slot stores, and no attribute can be set, added or deleted from outside.
+    __slots__ = ("_code", "_lines")
 
     def __init__(self, code: int, lines: str | Iterable[str] = ("",)) -> None:
         _check_code(code)
-        checked = split_reply_text(lines)
-        object.__setattr__(self, "code", code)
-        object.__setattr__(self, "lines", checked)
+        self._lines = split_reply_text(lines)
+        self._code = code
+
+    @property
+    def code(self) -> int:
+        return self._code
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return self._lines
 
     @classmethod
     def build(
@@ -63,24 +72,18 @@ class SMTPReply:
     @classmethod
     def _trusted(cls, code: int, lines: tuple[str, ...]) -> SMTPReply:
         """Build without re-checking: for the parser, which has checked already."""
-        reply = object.__new__(cls)
-        object.__setattr__(reply, "code", code)
-        object.__setattr__(reply, "lines", lines)
+        reply = _new_reply(cls)
+        reply._code = code
+        reply._lines = lines
         return reply
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SMTPReply):
             return NotImplemented
-        return self.code == other.code and self.lines == other.lines
+        return self._code == other._code and self._lines == other._lines
 
     def __hash__(self) -> int:
-        return hash((self.code, self.lines))
+        return hash((self._code, self._lines))
 
     def __repr__(self) -> str:
         return f"SMTPReply(code={self.code}, lines={self.lines!r})"
@@ -217,70 +220,64 @@ class ReplyParser:
         """Add received bytes; return the replies they completed, oldest first."""
         if self._failed is not None:
             raise self._failed
-        try:
-            return self._feed(data)
-        except (MalformedReplyError, ReplyTooLongError) as error:
-            self._failed = error
-            raise
-
-    def _feed(self, data: bytes | bytearray | memoryview) -> list[SMTPReply]:
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            text = bytes(buffer)
+            buffer.clear()
+        else:
+            text = bytes(data)
         replies: list[SMTPReply] = []
-        start = 0
+        lines = self._lines
         max_line = self.max_line_length
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            size = end + 1 - start
-            if size > max_line:
-                raise self._too_long("line", max_line)
-            self._reply_size += size
-            if self._reply_size > self.max_reply_length:
-                raise self._too_long("reply", self.max_reply_length)
-            stop = end - 1 if end > start and buffer[end - 1] == 0x0D else end
-            reply = self._add_line(bytes(buffer[start:stop]))
-            if reply is not None:
-                replies.append(reply)
+        max_reply = self.max_reply_length
+        reply_size = self._reply_size
+        find = text.find
+        start = 0
+        while (end := find(b"\n", start)) >= 0:
+            reply_size += end + 1 - start
+            if end + 1 - start > max_line:
+                raise self._fail(self._too_long("line", max_line))
+            if reply_size > max_reply:
+                raise self._fail(self._too_long("reply", max_reply))
+            match = _REPLY_LINE.match(text, start, end)
+            if match is None:
+                error = MalformedReplyError(f"malformed reply line: {text[start:end][:80]!r}")
+                raise self._fail(error)
             start = end + 1
-        if start:
-            del buffer[:start]
-        if len(buffer) > max_line:
-            raise self._too_long("line", max_line)
-        if self._reply_size + len(buffer) > self.max_reply_length:
-            raise self._too_long("reply", self.max_reply_length)
+            digits, separator, line = match.groups()
+            code = int(digits)
+            if lines and code != self._code:
+                error = MalformedReplyError(
+                    f"continuation line code {code} differs from {self._code}: {match[0][:80]!r}"
+                )
+                raise self._fail(error)
+            self._code = code
+            lines.append(line.decode(_ENCODING, _ERRORS) if line else "")
+            if separator != b"-":
+                reply = _new_reply(SMTPReply)
+                reply._code = code
+                reply._lines = tuple(lines)
+                replies.append(reply)
+                lines.clear()
+                reply_size = 0
+        self._reply_size = reply_size
+        if start < len(text):
+            buffer += text[start:]
+            if len(buffer) > max_line:
+                raise self._fail(self._too_long("line", max_line))
+            if reply_size + len(buffer) > max_reply:
+                raise self._fail(self._too_long("reply", max_reply))
         return replies
+
+    def _fail(self, error: MalformedReplyError | ReplyTooLongError) -> ProtocolError:
+        self._failed = error
+        return error
 
     def _too_long(self, scope: str, limit: int) -> ReplyTooLongError:
         return ReplyTooLongError(
             f"reply {scope} longer than {limit} octets", limit=limit, scope=scope
         )
-
-    def _add_line(self, line: bytes) -> SMTPReply | None:
-        if (
-            len(line) < 3
-            or line[0] not in b"2345"
-            or line[1] not in _CODE_DIGITS
-            or line[2] not in _CODE_DIGITS
-            or (len(line) > 3 and line[3] not in b" -")
-        ):
-            raise MalformedReplyError(f"malformed reply line: {line[:80]!r}")
-        if b"\r" in line or b"\x00" in line:
-            raise MalformedReplyError(f"CR or NUL inside a reply line: {line[:80]!r}")
-        code = (line[0] - 48) * 100 + (line[1] - 48) * 10 + (line[2] - 48)
-        if self._lines and code != self._code:
-            raise MalformedReplyError(
-                f"continuation line code {code} differs from {self._code}: {line[:80]!r}"
-            )
-        self._code = code
-        self._lines.append(line[4:].decode(_ENCODING, _ERRORS))
-        if line[3:4] == b"-":
-            return None
-        reply = SMTPReply._trusted(code, tuple(self._lines))
-        self._lines.clear()
-        self._reply_size = 0
-        return reply
 
 
 def parse_reply(data: bytes) -> SMTPReply:
