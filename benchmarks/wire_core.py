@@ -39,15 +39,15 @@ REPLIES = (
 REPLIES_PER_ROUND = 5
 
 
-def ordinary_text(size: int, *, seed: int = 1) -> bytes:
+def ordinary_text(size: int, *, seed: int = 1, dot_rate: float = 0.01) -> bytes:
     """Mail-like text of at least ``size`` octets: CRLF lines of 0-76 characters,
-    1% of them starting with a dot."""
+    ``dot_rate`` of them starting with a dot."""
     rng = random.Random(seed)
     lines: list[str] = []
     total = 0
     while total < size:
         line = " ".join(rng.choices(WORDS, k=rng.randint(0, 12)))[:76]
-        if rng.random() < 0.01:
+        if rng.random() < dot_rate:
             line = "." + line
         lines.append(line)
         total += len(line) + 2
@@ -158,6 +158,15 @@ def main() -> None:
         assert decoder.violation is None
         assert total == len(content)
 
+    dotless = ordinary_text(args.size_mib * 1024 * 1024, dot_rate=0.0)
+    dotless_chunks = chunks(encode_data(dotless))
+
+    def decode_dotless() -> None:
+        decoder = DataDecoder(max_size=len(dotless))
+        total = sum(len(decoder.feed(chunk)) for chunk in dotless_chunks)
+        assert decoder.done
+        assert total == len(dotless)
+
     def encode_chunked() -> None:
         encoder = DataEncoder()
         total = sum(len(encoder.feed(chunk)) for chunk in content_chunks)
@@ -181,6 +190,8 @@ def main() -> None:
     results = [
         report(f"DATA decoder ({size} MiB, 64 KiB chunks)", len(wire), "MB/s",
                timed(decode, args.repeat)),
+        report("  the same without any line starting with a dot", len(dotless), "MB/s",
+               timed(decode_dotless, args.repeat)),
         report(f"DATA encoder ({size} MiB, 64 KiB chunks)", len(content), "MB/s",
                timed(encode_chunked, args.repeat)),
     ]  # fmt: skip
