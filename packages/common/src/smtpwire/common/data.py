@@ -308,13 +308,21 @@ class DataDecoder:
             if 0 <= too_long_at < broken_at:
                 broken_at, broken = too_long_at, DataViolation.LINE_TOO_LONG
         if broken is not None:
-            segment = segment[:broken_at]  # the content before it decides the size rule
+            # The content before the break decides whether the size limit came first.
+            # (The octet at the break is never the LF of a CRLF, so a CR just before it
+            # is a bare CR and the prefix decodes the same in any chunking.)
+            before = segment[:broken_at]
+            self.size += len(
+                self._content(before, virtual, normalize=normalize, dot_lines=dot_lines)
+            )
+            if self.max_size is not None and self.size > self.max_size:
+                broken = DataViolation.TOO_LARGE
+            self.violation = broken
+            return b""
         content = self._content(segment, virtual, normalize=normalize, dot_lines=dot_lines)
         self.size += len(content)
         if self.max_size is not None and self.size > self.max_size:
-            broken = DataViolation.TOO_LARGE
-        if broken is not None:
-            self.violation = broken
+            self.violation = DataViolation.TOO_LARGE
             return b""
         return content
 
