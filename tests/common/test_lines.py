@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtpwire.common.lines import LINE_TOO_LONG, LineReader, LineTooLong
 
@@ -252,3 +256,35 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
     reader.feed(bytearray(b"NO"))
     reader.feed(memoryview(b"OP\r\n"))
     assert reader.next_line() == b"NOOP"
+
+
+def _reference_lines(data: bytes, max_length: int) -> list[bytes | object]:
+    """Every complete line of ``data``, as LineReader documents it, in one pass."""
+    out: list[bytes | object] = []
+    for raw in data.split(b"\n")[:-1]:
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        out.append(LINE_TOO_LONG if len(line) + 2 > max_length else line)
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"MAIL", b" ", b"x" * 9]), max_size=80
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+    max_length=st.integers(min_value=3, max_value=16),
+)
+def test_any_chunking_gives_the_lines_of_the_whole_input(
+    pieces: list[bytes], cuts: list[int], max_length: int
+) -> None:
+    data = b"".join(pieces)
+    points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
+    reader = LineReader(max_length)
+    lines: list[bytes | object] = []
+    for start, stop in itertools.pairwise(points):
+        reader.feed(data[start:stop])
+        while (line := reader.next_line()) is not None:
+            lines.append(line)
+        assert reader.buffered <= max(max_length, 0) + (stop - start)
+    assert lines == _reference_lines(data, max_length)
