@@ -13,8 +13,8 @@ import ipaddress
 import re
 from typing import Final
 
-from .charsets import UTF8_NON_ASCII, find_unsafe
-from .errors import AddressSyntaxError, NonASCIIError, UnsafeCharacterError
+from .charsets import UTF8_NON_ASCII, check_text
+from .errors import AddressSyntaxError, UnsafeCharacterError
 from .limits import DOMAIN_MAX, LOCAL_PART_MAX
 
 __all__ = [
@@ -107,14 +107,6 @@ def _check_domain_lengths(domain: str) -> None:
         raise AddressSyntaxError(f"domain label longer than {_LABEL_MAX} octets")
 
 
-def _check_text(text: str, *, utf8: bool, what: str) -> None:
-    unsafe = find_unsafe(text)
-    if unsafe is not None:
-        raise UnsafeCharacterError(f"{what} holds the control character {unsafe!r}: {text!r}")
-    if not utf8 and not text.isascii():
-        raise NonASCIIError(f"{what} is not ASCII and SMTPUTF8 is not in use: {text!r}")
-
-
 def check_mailbox(
     address: str,
     *,
@@ -129,7 +121,7 @@ def check_mailbox(
     parameter or a second path), :class:`NonASCIIError` for UTF-8 without
     ``utf8``, and :class:`AddressSyntaxError` for anything else malformed.
     """
-    _check_text(address, utf8=utf8, what="address")
+    check_text(address, utf8=utf8, what="address")
     match = match_mailbox(address, 0, utf8=utf8)
     if match is None or match.end() != len(address):
         # A quote after a valid start is stray; one that opens an unterminated
@@ -149,7 +141,7 @@ def check_mailbox(
 
 def check_domain(name: str, *, utf8: bool = False) -> str:
     """Check an EHLO/HELO argument: a domain name or an address literal."""
-    _check_text(name, utf8=utf8, what="domain")
+    check_text(name, utf8=utf8, what="domain")
     if name.startswith("[") and name.endswith("]") and re.fullmatch(_LITERAL, name):
         _check_literal(name)
         return name

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from .errors import NonASCIIError, ProtocolError, UnsafeCharacterError
+
 # Characters that must never reach the wire inside a command argument: C0 controls
 # (CR, LF, NUL, ...), DEL, C1 controls, Unicode line/paragraph separators, and the
 # invisible format characters used to disguise addresses (zero-width, bidi overrides).
@@ -27,3 +29,20 @@ def find_unsafe(text: str) -> str | None:
     """The first unsafe character in ``text``, or None."""
     match = UNSAFE_TEXT.search(text)
     return None if match is None else match.group()
+
+
+def check_text(
+    text: str,
+    *,
+    utf8: bool,
+    what: str,
+    unsafe_error: type[ProtocolError] = UnsafeCharacterError,
+) -> None:
+    """Refuse unsafe characters (``unsafe_error``: the client's formatters raise
+    :class:`UnsafeCharacterError`, the server's parsers a syntax error) and, without
+    ``utf8``, non-ASCII text (:class:`NonASCIIError`)."""
+    unsafe = find_unsafe(text)
+    if unsafe is not None:
+        raise unsafe_error(f"{what} holds the control character {unsafe!r}: {text[:80]!r}")
+    if not utf8 and not text.isascii():
+        raise NonASCIIError(f"{what} is not ASCII and SMTPUTF8 is not in use: {text[:80]!r}")

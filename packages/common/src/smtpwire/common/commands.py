@@ -21,7 +21,7 @@ from .addresses import (
     is_postmaster,
     match_mailbox,
 )
-from .charsets import find_unsafe
+from .charsets import check_text, find_unsafe
 from .errors import (
     AddressSyntaxError,
     CommandSyntaxError,
@@ -110,11 +110,7 @@ def _parse_path_argument(
 ) -> PathArgument:
     if argument[: len(prefix)].upper() != prefix:
         raise CommandSyntaxError(f"expected {prefix!r}: {argument[:40]!r}")
-    unsafe = find_unsafe(argument)
-    if unsafe is not None:
-        raise AddressSyntaxError(f"control character {unsafe!r} in path")
-    if not utf8 and not argument.isascii():
-        raise NonASCIIError("non-ASCII path without SMTPUTF8")
+    check_text(argument, utf8=utf8, what="path", unsafe_error=AddressSyntaxError)
     position = len(prefix)
     if not strict:
         while argument[position : position + 1] == " ":
