@@ -33,7 +33,6 @@ __all__ = [
 _TERMINATOR: Final = b"\r\n.\r\n"
 # Proper prefixes of the terminator, longest first: a chunk may end inside one.
 _TERMINATOR_PREFIXES: Final = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
-_ANY_LINE_ENDING: Final = re.compile(rb"\r\n|\r|\n")
 
 
 # bytes.translate with this table keeps only the CR and LF octets.
@@ -59,7 +58,13 @@ def normalize_line_endings(data: bytes) -> bytes:
     when there is nothing to change (the usual case, checked in one C pass)."""
     if not any(_bare_newlines(data)):
         return data
-    return _ANY_LINE_ENDING.sub(b"\r\n", data)
+    return _to_crlf(data)
+
+
+def _to_crlf(data: bytes) -> bytes:
+    # Three C passes whatever the density of line endings (a regex substitution
+    # pays per match: 64 KiB of bare LFs took 10 ms).
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def _stuff(data: bytes, *, at_line_start: bool, tail: bytes = b"") -> bytes:
@@ -329,7 +334,7 @@ class DataDecoder:
     @staticmethod
     def _content(segment: bytes, virtual: int, *, normalize: bool, dot_lines: bool) -> bytes:
         if normalize:
-            segment = _ANY_LINE_ENDING.sub(b"\r\n", segment)
+            segment = _to_crlf(segment)
             dot_lines = True  # normalising may have made new line starts
         # split/join unstuffs at twice the speed of bytes.replace for this pattern.
         content = b"\r\n".join(segment.split(b"\r\n.")) if dot_lines else segment
