@@ -6,6 +6,8 @@ No sockets, no asyncio, no threads: bytes in, values out, bytes out.  Modules:
   the reply formatter, reply codes and enhanced status codes;
 - :mod:`.lines`, :mod:`.commands`, :mod:`.addresses`, :mod:`.parameters`: command
   lines, MAIL/RCPT paths and ESMTP parameters, parsed (server) and formatted (client);
+- :mod:`.mail_parameters`: typed SIZE, BODY, DSN (RET, ENVID, NOTIFY, ORCPT) and AUTH=
+  values, and the BDAT and AUTH command arguments;
 - :mod:`.data`: the DATA encoder (client) and incremental decoder (server);
 - :mod:`.extensions`: EHLO replies; :mod:`.sasl`: AUTH encodings;
 - :mod:`.limits` and :mod:`.errors`: RFC limits and the exception hierarchy.
@@ -51,6 +53,22 @@ from .errors import (
 )
 from .extensions import Extensions, format_ehlo_reply, parse_ehlo_reply
 from .lines import LINE_TOO_LONG, LineReader, LineTooLong
+from .mail_parameters import (
+    AuthCommand,
+    BdatCommand,
+    OriginalRecipient,
+    format_notify,
+    format_orcpt,
+    parse_auth_command,
+    parse_auth_parameter,
+    parse_bdat,
+    parse_body,
+    parse_envid,
+    parse_notify,
+    parse_orcpt,
+    parse_ret,
+    parse_size,
+)
 from .parameters import (
     Parameter,
     decode_xtext,
@@ -64,7 +82,9 @@ from .status import EnhancedStatusCode, SMTPStatus
 __all__ = [
     "LINE_TOO_LONG",
     "AddressSyntaxError",
+    "AuthCommand",
     "BareNewlinePolicy",
+    "BdatCommand",
     "CommandSyntaxError",
     "CommandTooLongError",
     "DataDecoder",
@@ -77,6 +97,7 @@ __all__ = [
     "LineTooLongError",
     "MalformedReplyError",
     "NonASCIIError",
+    "OriginalRecipient",
     "Parameter",
     "ParameterSyntaxError",
     "PathArgument",
@@ -98,6 +119,8 @@ __all__ = [
     "format_command",
     "format_ehlo_reply",
     "format_mail_from",
+    "format_notify",
+    "format_orcpt",
     "format_parameters",
     "format_path",
     "format_rcpt_to",
@@ -105,11 +128,20 @@ __all__ = [
     "iter_encode_data",
     "limits",
     "normalize_line_endings",
+    "parse_auth_command",
+    "parse_auth_parameter",
+    "parse_bdat",
+    "parse_body",
     "parse_ehlo_reply",
+    "parse_envid",
     "parse_mail_from",
+    "parse_notify",
+    "parse_orcpt",
     "parse_parameters",
     "parse_rcpt_to",
     "parse_reply",
+    "parse_ret",
+    "parse_size",
     "split_command",
     "split_mailbox",
 ]

@@ -13,9 +13,10 @@ from .errors import NonASCIIError, ProtocolError, UnsafeCharacterError
 
 # Characters that must never reach the wire inside a command argument: C0 controls
 # (CR, LF, NUL, ...), DEL, C1 controls, Unicode line/paragraph separators, and the
-# invisible format characters used to disguise addresses (zero-width, bidi overrides).
+# invisible format characters used to disguise addresses (zero-width, bidi overrides),
+# and lone surrogates (undecodable octets kept by surrogateescape: not text).
 UNSAFE_TEXT: Final = re.compile(
-    "[\x00-\x1f\x7f\x80-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
+    "[\x00-\x1f\x7f\x80-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ud800-\udfff\ufeff]"
 )
 
 # What UTF-8 (RFC 6531) adds to atext, qtext and esmtp-value: any non-ASCII
