@@ -193,10 +193,7 @@ def _argument_bytes(argument: str | bytes) -> bytes:
         unsafe = find_unsafe(argument)
         if unsafe is not None:
             raise UnsafeCharacterError(f"command argument holds {unsafe!r}: {argument!r}")
-        try:
-            return argument.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate is not text
-            raise UnsafeCharacterError(f"command argument is not text: {argument!r}") from None
+        return argument.encode("utf-8")  # find_unsafe refused lone surrogates
     bad = _BYTES_UNSAFE.search(argument)
     if bad is not None:
         raise UnsafeCharacterError(f"command argument holds {bad.group()!r}: {argument!r}")

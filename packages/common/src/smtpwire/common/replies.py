@@ -69,14 +69,6 @@ class SMTPReply:
             lines = tuple(f"{status} {line}" if line else str(status) for line in lines)
         return cls(code, lines)
 
-    @classmethod
-    def _trusted(cls, code: int, lines: tuple[str, ...]) -> SMTPReply:
-        """Build without re-checking: for the parser, which has checked already."""
-        reply = _new_reply(cls)
-        reply._code = code
-        reply._lines = lines
-        return reply
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SMTPReply):
             return NotImplemented
@@ -255,7 +247,7 @@ class ReplyParser:
             self._code = code
             lines.append(line.decode(_ENCODING, _ERRORS) if line else "")
             if separator != b"-":
-                reply = _new_reply(SMTPReply)
+                reply = _new_reply(SMTPReply)  # checked already: skip __init__
                 reply._code = code
                 reply._lines = tuple(lines)
                 replies.append(reply)
