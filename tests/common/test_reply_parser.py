@@ -556,3 +556,32 @@ def test_parser_on_reply_shaped_noise_is_safe_and_split_independent(
         for reply in whole[1]:
             assert not any(ch in line for line in reply.lines for ch in "\r\n\x00")
     assert whole == split
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=st.one_of(
+        st.from_regex(rb"[2-5][0-9][0-9](?:[ -][ -~\x80-\xff]{0,30})?", fullmatch=True),
+        st.binary(max_size=40),
+    ),
+    ending=st.sampled_from([b"\r\n", b"\n"]),
+    caps=st.tuples(st.integers(min_value=3, max_value=50), st.integers(min_value=3, max_value=50)),
+)
+def test_one_reply_per_feed_matches_the_general_path(
+    line: bytes, ending: bytes, caps: tuple[int, int]
+) -> None:
+    """Whole one-line replies take a fast path; it must agree with byte-wise feeding."""
+    data = line + ending
+    options = {"max_line_length": caps[0], "max_reply_length": caps[1]}
+
+    def outcome(chunks: list[bytes]) -> object:
+        parser = ReplyParser(**options)
+        replies = []
+        try:
+            for chunk in chunks:
+                replies += parser.feed(chunk)
+        except ReplyError as error:
+            return type(error), getattr(error, "scope", None)
+        return replies
+
+    assert outcome([data]) == outcome([data[:1], data[1:]])

@@ -24,6 +24,7 @@ _LINE_BREAK: Final = re.compile(r"\r\n|\n")
 _UNSAFE_IN_LINE: Final = re.compile(r"[\r\n\x00]")
 # A reply line without its LF: code, separator (absent for a bare "250") and text,
 # which may end with the CR of CRLF but hold no other CR and no NUL.
+_SINGLE_LINE_REPLY: Final = re.compile(rb"([2-5][0-9][0-9])(?: ([^\r\x00\n]*))?\r?\n\Z")
 _REPLY_LINE: Final = re.compile(rb"([2-5][0-9][0-9])(?:([ -])([^\r\x00]*))?\r?\Z")
 _new_reply: Final = object.__new__
 _ENCODING: Final = "utf-8"
@@ -219,6 +220,19 @@ class ReplyParser:
             buffer.clear()
         else:
             text = bytes(data)
+            # Fast path: a lock-step client mostly receives exactly one one-line reply.
+            if (
+                not self._lines
+                and text.find(b"\n") == len(text) - 1
+                and len(text) <= self.max_line_length
+                and len(text) <= self.max_reply_length
+                and (single := _SINGLE_LINE_REPLY.match(text)) is not None
+            ):
+                reply = _new_reply(SMTPReply)
+                reply._code = int(single[1])
+                line = single[2]
+                reply._lines = (line.decode(_ENCODING, _ERRORS) if line else "",)
+                return [reply]
         replies: list[SMTPReply] = []
         lines = self._lines
         max_line = self.max_line_length
