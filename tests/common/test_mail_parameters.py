@@ -145,7 +145,9 @@ def test_orcpt_refuses(value: str | None) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     address=st.text(
-        alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf")), min_size=1
+        alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf")),
+        min_size=1,
+        max_size=40,  # at most 12 characters an escape: within ORCPT's 500
     ),
     address_type=st.sampled_from(["rfc822", "utf-8"]),
 )
@@ -219,3 +221,11 @@ def test_auth_command_refuses(argument: str) -> None:
 
 def test_every_refusal_is_a_protocol_error() -> None:
     assert issubclass(ParameterSyntaxError, ProtocolError)
+
+
+def test_format_orcpt_refuses_an_over_long_value() -> None:
+    assert len(format_orcpt("a" * 493)) == 500
+    with pytest.raises(ValueError, match="500"):
+        format_orcpt("a" * 494)
+    with pytest.raises(ValueError, match="500"):
+        format_orcpt("é" * 83, "utf-8")  # 6 + 83 * 6 = 504

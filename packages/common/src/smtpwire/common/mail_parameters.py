@@ -167,8 +167,12 @@ def format_orcpt(address: str, address_type: str = "rfc822") -> str:
         escaped = "".join(
             char if _QCHAR.match(char) else f"\\x{{{ord(char):X}}}" for char in address
         )
-        return f"utf-8;{escaped}"
-    return f"{address_type};{encode_xtext(address)}"
+        value = f"utf-8;{escaped}"
+    else:
+        value = f"{address_type};{encode_xtext(address)}"
+    if len(value) > ORCPT_MAX:
+        raise ValueError(f"ORCPT would be longer than {ORCPT_MAX} characters")
+    return value
 
 
 def parse_auth_parameter(value: str | None) -> str | None:
