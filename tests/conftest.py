@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests: no per-example deadline (shared CI machines stall at random), and in
+# CI a fixed seed, so a run there is reproducible; locally every run explores anew.
+settings.register_profile("smtpwire", deadline=None)
+settings.register_profile("smtpwire-ci", deadline=None, derandomize=True, database=None)
+settings.load_profile("smtpwire-ci" if os.environ.get("CI") else "smtpwire")
 
 ASYNC_TEST_TIMEOUT = 60.0
 
