@@ -1,9 +1,9 @@
 """Message data on the wire: the client's dot-stuffing encoder and the server's
 incremental decoder (RFC 5321 sections 4.1.1.4 and 4.5.2).
 
-Both work on whole chunks with ``bytes.find``/``count``/``replace`` and compiled
-regular expressions, never a Python loop per line, and both give the same output
-however the input is split into chunks.
+Both work on whole chunks with ``bytes`` methods (``find``, ``count``,
+``translate``, ``split``/``join``, ``replace``), never a Python loop per line, and
+both give the same output however the input is split into chunks.
 
 Smuggling safety (SEC Consult, 2023): the decoder ends a message only at
 ``CRLF.CRLF``.  ``LF.LF``, ``LF.CRLF``, ``CR.CR``, ``CRLF.CR``, ``CR.LF``,

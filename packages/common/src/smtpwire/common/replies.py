@@ -24,8 +24,9 @@ _LINE_BREAK: Final = re.compile(r"\r\n|\n")
 _UNSAFE_IN_LINE: Final = re.compile(r"[\r\n\x00]")
 # A reply line without its LF: code, separator (absent for a bare "250") and text,
 # which may end with the CR of CRLF but hold no other CR and no NUL.
-_SINGLE_LINE_REPLY: Final = re.compile(rb"([2-5][0-9][0-9])(?: ([^\r\x00\n]*))?\r?\n\Z")
 _REPLY_LINE: Final = re.compile(rb"([2-5][0-9][0-9])(?:([ -])([^\r\x00]*))?\r?\Z")
+# The same for a whole one-line reply with its line ending (the parser's fast path).
+_SINGLE_LINE_REPLY: Final = re.compile(rb"([2-5][0-9][0-9])(?: ([^\r\x00\n]*))?\r?\n\Z")
 _new_reply: Final = object.__new__
 _ENCODING: Final = "utf-8"
 _ERRORS: Final = "surrogateescape"  # any octet a peer sent survives a parse/format round trip
@@ -39,8 +40,8 @@ class SMTPReply:
     reads it back.  Instances are immutable and compare by value.
     """
 
-    # Private slots behind read-only properties: the parser can build a reply with
-    # two plain slot stores, and no attribute can be set, added or deleted from outside.
+    # Private slots behind read-only properties: the parser builds a reply with two
+    # plain slot stores, and code and lines can be neither set nor deleted.
     __slots__ = ("_code", "_lines")
 
     def __init__(self, code: int, lines: str | Iterable[str] = ("",)) -> None:
