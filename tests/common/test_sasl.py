@@ -24,8 +24,10 @@ from smtpwire.common.sasl import (
     cram_md5_verify,
     decode_client_response,
     decode_cram_md5,
+    decode_login,
     decode_plain,
     decode_xoauth2,
+    encode_login,
     encode_plain,
     encode_xoauth2,
     xoauth2_error,
@@ -206,6 +208,25 @@ def test_login_challenges_are_aiosmtpds() -> None:
 def test_login_answers_decode_with_decode_client_response() -> None:
     assert decode_client_response(b64encode("tim")) == b"tim"
     assert decode_client_response(b64encode("pässword")) == "pässword".encode()
+
+
+@pytest.mark.parametrize("value", ["tim", "pässword", b"\xff\xfe", ""])
+def test_login_round_trip(value: str | bytes) -> None:
+    raw = value.encode() if isinstance(value, str) else value
+    encoded = encode_login(value)
+    assert encoded == (b64encode(raw) if raw else "=")
+    assert decode_login(encoded) == raw
+
+
+def test_login_refuses_nul_and_honours_cancel() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        encode_login("a\x00b")
+    with pytest.raises(SASLDecodeError):
+        decode_login(b64encode(b"a\x00b"))
+    with pytest.raises(SASLAbortedError):
+        decode_login("*")
+    with pytest.raises(SASLDecodeError):
+        decode_login("not base64!")
 
 
 # --- CRAM-MD5 ----------------------------------------------------------------------

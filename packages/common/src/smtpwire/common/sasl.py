@@ -30,8 +30,10 @@ __all__ = [
     "cram_md5_verify",
     "decode_client_response",
     "decode_cram_md5",
+    "decode_login",
     "decode_plain",
     "decode_xoauth2",
+    "encode_login",
     "encode_plain",
     "encode_xoauth2",
     "xoauth2_error",
@@ -71,6 +73,23 @@ def decode_client_response(line: str | bytes) -> bytes:
     if _as_bytes(line).strip() == b"*":
         raise SASLAbortedError("the client cancelled authentication")
     return b64decode(line)
+
+
+def encode_login(value: str | bytes) -> str:
+    """LOGIN's client answers: the username to the first challenge, the password to
+    the second, each base64 on its own line (the draft-murchison-sasl-login exchange)."""
+    raw = _as_bytes(value)
+    if b"\x00" in raw:
+        raise ValueError("LOGIN credentials cannot contain NUL")
+    return b64encode(raw)
+
+
+def decode_login(response: str | bytes) -> bytes:
+    """Decode one LOGIN answer (username or password); ``*`` cancels."""
+    value = decode_client_response(response)
+    if b"\x00" in value:
+        raise SASLDecodeError("LOGIN answer holds a NUL")
+    return value
 
 
 class PlainCredentials(NamedTuple):
