@@ -1,0 +1,226 @@
+"""The AUTH command (RFC 4954) with aiosmtpd's hook model and reply texts.
+
+Mechanisms are methods named ``auth_<NAME>`` on the SMTP object (the built-in
+PLAIN and LOGIN) or on the handler (which wins); ``auth_X__Y`` serves ``X-Y``,
+and :func:`~smtpwire.server.smtp.auth_mechanism` names any other.  Unlike
+aiosmtpd, the mechanism a client names is matched case-insensitively (RFC 4954
+section 4; aiosmtpd's issue #305) and an authenticator may be a coroutine.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from smtpwire.common.errors import SASLDecodeError
+from smtpwire.common.lines import LineTooLong
+from smtpwire.common.sasl import b64decode
+
+from .session import MISSING, AuthResult, LoginPassword
+
+if TYPE_CHECKING:
+    from .smtp import SMTP
+
+__all__ = [
+    "AuthMethod",
+    "authenticate",
+    "challenge_client",
+    "check_mechanism_name",
+    "discover_auth_methods",
+    "run_auth",
+]
+
+log = logging.getLogger("mail.log")
+
+VALID_AUTHMECH: Final = re.compile(r"[A-Z0-9_-]+\Z")
+CODE_SUCCESS: Final = "235 2.7.0 Authentication successful"
+CODE_INVALID: Final = "535 5.7.8 Authentication credentials invalid"
+
+
+class AuthMethod(NamedTuple):
+    is_builtin: bool
+    method: Callable[[SMTP, list[str]], Awaitable[Any]]
+
+
+def check_mechanism_name(name: str) -> str:
+    upper = name.upper()
+    if not VALID_AUTHMECH.match(upper):
+        raise ValueError(f"Invalid AUTH mechanism name: {name!r}")
+    return upper
+
+
+def _mechanisms_of(owner: Any) -> dict[str, Callable[..., Awaitable[Any]]]:
+    found = {}
+    for attribute in dir(owner):
+        if not attribute.startswith("auth_"):
+            continue
+        method = getattr(owner, attribute, None)
+        if not callable(method):
+            continue
+        name = getattr(method, "__auth_mechanism_name__", None)
+        if name is None:
+            name = attribute[5:].replace("__", "-")
+        found[check_mechanism_name(name)] = method
+    return found
+
+
+def discover_auth_methods(
+    server: SMTP, handler: Any, excluded: Iterable[str]
+) -> dict[str, AuthMethod]:
+    # Every mechanism is called as method(server, args); the server's own bound
+    # methods therefore take the server a second time, as an ignored argument.
+    methods = {name: AuthMethod(True, method) for name, method in _mechanisms_of(server).items()}
+    methods.update(
+        (name, AuthMethod(False, method)) for name, method in _mechanisms_of(handler).items()
+    )
+    for name in excluded:
+        methods.pop(name.upper(), None)
+    log.info(
+        "Available AUTH mechanisms: %s",
+        " ".join(
+            f"{name}({'builtin' if method.is_builtin else 'handler'})"
+            for name, method in sorted(methods.items())
+        ),
+    )
+    return methods
+
+
+async def run_auth(server: SMTP, arg: str | None) -> None:
+    if await server.check_helo_needed("EHLO"):
+        return
+    session = server.session
+    if not session.extended_smtp:
+        await server.push("500 Error: command 'AUTH' not recognized")
+        return
+    if server._auth_require_tls and not server._tls_protocol:
+        await server.push("538 5.7.11 Encryption required for requested authentication mechanism")
+        return
+    if session.authenticated:
+        await server.push("503 Already authenticated")
+        return
+    if not arg:
+        await server.push("501 Not enough value")
+        return
+    args = arg.split()
+    if len(args) > 2:
+        await server.push("501 Too many values")
+        return
+    args[0] = args[0].upper()
+    auth_method = server._auth_methods.get(args[0])
+    if auth_method is None:
+        await server.push("504 5.5.4 Unrecognized authentication type")
+        return
+    status = await server._call_handler_hook("AUTH", args)
+    if status is MISSING:
+        result = await auth_method.method(server, args)
+        status = _status_of(server, result)
+    if status is not None:
+        await server.push(status)
+
+
+def _status_of(server: SMTP, result: Any) -> str | None:
+    """The reply for what a mechanism returned (None: it already replied)."""
+    session = server.session
+    if isinstance(result, AuthResult):
+        if result.success:
+            session.authenticated = True
+            session.auth_data = result.auth_data
+            session.login_data = getattr(result.auth_data, "login", None)
+            return result.message or CODE_SUCCESS
+        if result.handled:
+            return None
+        return result.message or CODE_INVALID
+    if result is None:
+        return None
+    if result is MISSING or result is False:
+        return CODE_INVALID
+    # A legacy mechanism returned its login data.
+    session.authenticated = True
+    session.login_data = result
+    return CODE_SUCCESS
+
+
+async def challenge_client(
+    server: SMTP, challenge: str | bytes, encode_to_b64: bool, log_client_response: bool
+) -> bytes | Any:
+    raw = challenge.encode() if isinstance(challenge, str) else challenge
+    # An empty challenge is "334 " with nothing after it, as aiosmtpd sends for PLAIN.
+    line = b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw)
+    await server.push(line)
+    answer = await server._next_line()
+    if answer is None:
+        return MISSING
+    if isinstance(answer, LineTooLong):
+        await server.push("500 5.5.6 Authentication Exchange line is too long")
+        return MISSING
+    if log_client_response:
+        log.debug("%r >> %r", server._describe_peer(), answer)
+    blob = answer.strip()
+    if blob == b"*":
+        log.warning("%r aborted AUTH with '*'", server._describe_peer())
+        await server.push("501 5.7.0 Auth aborted")
+        return MISSING
+    try:
+        return b64decode(blob)
+    except SASLDecodeError:
+        await server.push("501 5.5.2 Can't decode base64")
+        return MISSING
+
+
+async def authenticate(server: SMTP, mechanism: str, auth_data: Any) -> AuthResult:
+    if server._authenticator is not None:
+        session, envelope = server.session, server.envelope
+        result = server._authenticator(server, session, envelope, mechanism, auth_data)
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, AuthResult):
+            raise TypeError(f"authenticator returned {result!r}, not an AuthResult")
+        return result
+    login, password = auth_data
+    if server._auth_callback(mechanism, login, password):
+        return AuthResult(success=True, handled=True, auth_data=auth_data)
+    return AuthResult(success=False, handled=False)
+
+
+async def decode_initial_response(server: SMTP, args: list[str]) -> bytes | None:
+    """The base64 initial response in ``args[1]``, or None after a ``501``."""
+    try:
+        return b64decode(args[1])
+    except SASLDecodeError:
+        await server.push("501 5.5.2 Can't decode base64")
+        return None
+
+
+async def auth_plain(server: SMTP, args: list[str]) -> AuthResult:
+    if len(args) == 1:
+        answer = await server.challenge_auth("")
+        if answer is MISSING:
+            return AuthResult(success=False)
+    else:
+        answer = await decode_initial_response(server, args)
+        if answer is None:
+            return AuthResult(success=False, handled=True)
+    parts = answer.split(b"\x00")
+    if len(parts) != 3:
+        await server.push("501 5.5.2 Can't split auth value")
+        return AuthResult(success=False, handled=True)
+    return await server._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
+
+
+async def auth_login(server: SMTP, args: list[str]) -> AuthResult:
+    if len(args) == 1:
+        login = await server.challenge_auth(server.AuthLoginUsernameChallenge)
+        if login is MISSING:
+            return AuthResult(success=False)
+    else:
+        login = await decode_initial_response(server, args)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+    password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
+    if password is MISSING:
+        return AuthResult(success=False)
+    return await server._authenticate("LOGIN", LoginPassword(login, password))

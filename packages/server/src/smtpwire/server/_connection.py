@@ -1,0 +1,239 @@
+"""The byte-moving half of the server protocol: input buffering, batched replies,
+flow control in both directions, the idle timer and an orderly close.
+
+:class:`Connection` knows nothing of SMTP commands.  The subclass implements
+:meth:`Connection._serve`, a coroutine run as one task per connection, which
+reads with :meth:`_next_line` / :meth:`_read_message` and answers with
+:meth:`push`.  Replies are queued and written together when the session is about
+to wait for input, so the replies to pipelined commands leave in one write
+(RFC 2920 section 3.2) and a lock-step client still gets each reply at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from smtpwire.common.data import DataDecoder
+from smtpwire.common.lines import LineTooLong
+
+from ._inbound import Inbound
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("mail.log")
+
+# Pause reading when this many octets of complete command lines are unprocessed
+# (a client pipelining far ahead of the handlers); resume below the low mark.
+_INPUT_HIGH_WATER = 256 * 1024
+_INPUT_LOW_WATER = 64 * 1024
+# Write queued replies out before this much piles up even without a wait.
+_OUTBOX_FLUSH_AT = 64 * 1024
+
+
+class Connection(asyncio.Protocol):
+    """One client connection's I/O; subclassed by :class:`~smtpwire.server.smtp.SMTP`."""
+
+    transport: asyncio.Transport | None
+    loop: asyncio.AbstractEventLoop
+    _handler_coroutine: asyncio.Task[None] | None
+
+    def _init_connection(self, *, max_line_length: int, timeout: float) -> None:
+        self.transport = None
+        self._handler_coroutine = None
+        self._inbound = Inbound(max_line_length)
+        self._outbox: list[bytes] = []
+        self._outbox_size = 0
+        self._input_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._timeout_duration = timeout
+        self._timeout_handle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._waiting_for_input = False
+        self._closing = False
+
+    # -- what the subclass provides -------------------------------------------
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _encode_reply(self, status: str) -> bytes:
+        raise NotImplementedError
+
+    def _describe_peer(self) -> Any:
+        raise NotImplementedError
+
+    async def _on_idle_timeout(self) -> None:
+        """Called (in the session task's place) when the client has been idle too long."""
+        self._close_transport()
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def _start_connection(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._idle_since = self.loop.time()
+        if self._timeout_duration:
+            self._timeout_handle = self.loop.call_later(self._timeout_duration, self._check_idle)
+        self._handler_coroutine = self.loop.create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        inbound = self._inbound
+        inbound.feed(data)
+        if b"\n" in data:
+            self._idle_since = self.loop.time()
+        if inbound.reading_message:
+            return  # the decoder consumes it all; wake the task only at the end
+        transport = self.transport
+        if inbound.buffered > _INPUT_HIGH_WATER and transport and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        if b"\n" in data or inbound.buffered > inbound.max_line_length:
+            self._wake_reader()
+
+    def eof_received(self) -> bool | None:
+        self._inbound.closed = True
+        self._wake_reader()
+        # Keep the write side open so replies to the last commands still go out;
+        # TLS transports cannot half-close, and say so with a warning if asked.
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inbound.closed = True
+        self._closing = True
+        self.transport = None
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+            self._timeout_handle = None
+        self._wake_reader()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- replies ------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        """Queue one reply (CRLF is added); it is written before the next read."""
+        reply = self._encode_reply(status) if isinstance(status, str) else status
+        log.debug("%r << %r", self._describe_peer(), reply)
+        self._outbox.append(reply + b"\r\n")
+        self._outbox_size += len(reply) + 2
+        if self._outbox_size >= _OUTBOX_FLUSH_AT:
+            await self._flush_and_drain()
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        self._outbox_size = 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    async def _flush_and_drain(self) -> None:
+        self._flush()
+        if self._writing_paused and self.transport is not None:
+            waiter = self.loop.create_future()
+            self._drain_waiter = waiter
+            await waiter
+
+    # -- input --------------------------------------------------------------------
+
+    def _wake_reader(self) -> None:
+        waiter = self._input_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_for_input(self) -> None:
+        await self._flush_and_drain()
+        if self._inbound.closed:
+            return
+        if self._reading_paused and self._inbound.buffered < _INPUT_LOW_WATER:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        waiter = self.loop.create_future()
+        self._input_waiter = waiter
+        self._waiting_for_input = True
+        self._idle_since = max(self._idle_since, self.loop.time())
+        try:
+            await waiter
+        finally:
+            self._waiting_for_input = False
+            self._input_waiter = None
+
+    async def _next_line(self) -> bytes | LineTooLong | None:
+        """The next command line, :data:`LINE_TOO_LONG`, or None at end of input."""
+        inbound = self._inbound
+        while not self._closing:
+            line = inbound.next_line()
+            if line is not None:
+                return line
+            if inbound.closed:
+                return None
+            await self._wait_for_input()
+        return None
+
+    async def _read_message(self, decoder: DataDecoder) -> list[bytes] | None:
+        """Read a message after ``354`` through its terminator; the content chunks
+        (empty if the decoder refused the message) or None if input ended first."""
+        inbound = self._inbound
+        inbound.begin_message(decoder)
+        while inbound.reading_message:
+            if inbound.closed or self._closing:
+                inbound.abandon_message()
+                return None
+            await self._wait_for_input()
+        return inbound.take_message()
+
+    def _discard_input(self) -> None:
+        self._inbound.discard()
+
+    # -- idle timer and closing -------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        self._timeout_handle = None
+        if self._closing:
+            return
+        now = self.loop.time()
+        deadline = self._idle_since + self._timeout_duration
+        if self._waiting_for_input and now >= deadline:
+            log.info("%r connection timeout", self._describe_peer())
+            task = self.loop.create_task(self._on_idle_timeout())
+            task.add_done_callback(_log_failure)
+            return
+        # Busy in a hook, or input came recently: look again when it could expire.
+        delay = max(deadline - now, 0.05) if self._waiting_for_input else self._timeout_duration
+        self._timeout_handle = self.loop.call_later(delay, self._check_idle)
+
+    def _close_transport(self) -> None:
+        """Send what is queued, then close; later replies are dropped."""
+        self._flush()
+        self._closing = True
+        self._inbound.closed = True
+        self._wake_reader()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self._close_transport()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("idle timeout handling failed", exc_info=task.exception())

@@ -1,0 +1,61 @@
+"""MAIL/RCPT/VRFY arguments as aiosmtpd presents them to handlers.
+
+The parsing is smtpwire.common's; this module maps its results onto aiosmtpd's
+conventions: the null sender is the string ``"<>"``, parameters are a list of
+upper-cased ``KEY=VALUE`` strings, and errors split into "syntax" (``501``) and
+"malformed address" (``553``).
+"""
+
+from __future__ import annotations
+
+from smtpwire.common.commands import parse_mail_from, parse_rcpt_to
+from smtpwire.common.errors import CommandSyntaxError, ParameterSyntaxError
+
+__all__ = ["PathError", "parse_path", "parse_verify_argument"]
+
+
+class PathError(Exception):
+    """The argument is unusable; ``malformed`` means the address itself is bad."""
+
+    def __init__(self, message: str, *, malformed: bool) -> None:
+        super().__init__(message)
+        self.malformed = malformed
+
+
+def parse_path(
+    arg: str | None,
+    keyword: str,
+    *,
+    utf8: bool,
+    max_local_part: int | None,
+    allow_null: bool,
+) -> tuple[str, list[str]]:
+    """Parse the argument of MAIL (``keyword="FROM:"``) or RCPT (``"TO:"``)."""
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        raise PathError(f"expected {keyword}", malformed=False)
+    rest = arg[len(keyword) :].strip()
+    if not rest:
+        raise PathError("no address", malformed=False)
+    parser = parse_mail_from if allow_null else parse_rcpt_to
+    try:
+        parsed = parser(keyword + rest, utf8=utf8, strict=False, max_local_part=max_local_part)
+    except ParameterSyntaxError as error:
+        raise PathError(str(error), malformed=False) from error
+    except CommandSyntaxError as error:
+        raise PathError(str(error), malformed=True) from error
+    address = parsed.address or "<>"
+    return address, [str(parameter).upper() for parameter in parsed.parameters]
+
+
+def parse_verify_argument(arg: str, *, utf8: bool) -> str | None:
+    """The mailbox a VRFY asks about (a bare local part is allowed), or None."""
+    text = arg.strip()
+    if not text.startswith("<"):
+        text = f"<{text}>"
+    try:
+        parsed = parse_mail_from("FROM:" + text, utf8=utf8)
+    except CommandSyntaxError:
+        return None
+    if parsed.parameters or not parsed.address:
+        return None
+    return parsed.address

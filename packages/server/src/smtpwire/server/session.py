@@ -1,0 +1,135 @@
+"""Per-connection and per-message state handed to handler hooks.
+
+The attribute names are aiosmtpd's, because handlers read and write them
+directly (``envelope.rcpt_tos.append(address)``); a hook that owns a state
+change does so by mutating these objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .smtp import SMTP
+
+__all__ = [
+    "MISSING",
+    "AuthCallbackType",
+    "AuthResult",
+    "AuthenticatorType",
+    "Envelope",
+    "LoginPassword",
+    "PeerType",
+    "Session",
+]
+
+log = logging.getLogger("mail.log")
+
+PeerType = tuple[str, int] | tuple[str, int, int, int] | str | None
+
+
+class _Missing(enum.Enum):
+    """A hook is absent, or a legacy authentication hook gave no result."""
+
+    MISSING = object()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing.MISSING
+
+
+@dataclass(kw_only=True)
+class AuthResult:
+    """What an authenticator or an ``auth_MECH`` method decided.
+
+    ``handled=False`` with ``success=False`` lets the server send its own
+    ``535``; ``handled=True`` means the method already replied.  ``message``
+    replaces the default reply text; ``auth_data`` is kept on the session.
+    """
+
+    success: bool
+    handled: bool = True
+    message: str | None = None
+    auth_data: Any = None
+
+    def __repr__(self) -> str:
+        # auth_data may hold a password; never print it.
+        data = "..." if self.auth_data is not None else "None"
+        return (
+            f"AuthResult(success={self.success}, handled={self.handled}, "
+            f"message={self.message!r}, auth_data={data})"
+        )
+
+
+class LoginPassword(NamedTuple):
+    """Credentials from AUTH PLAIN or LOGIN; the password never shows in str/repr."""
+
+    login: bytes
+    password: bytes
+
+    def __str__(self) -> str:
+        return f"LoginPassword(login='{self.login.decode(errors='replace')}', password=...)"
+
+    def __repr__(self) -> str:
+        return f"LoginPassword(login={self.login!r}, password=...)"
+
+
+AuthCallbackType = Callable[[str, bytes, bytes], bool]
+AuthenticatorType = Callable[["SMTP", "Session", "Envelope", str, Any], AuthResult]
+
+
+class Session:
+    """What the server knows about one connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.peer: PeerType = None
+        self.ssl: dict[str, Any] | None = None
+        self.host_name: str | None = None
+        self.extended_smtp = False
+        self.loop = loop
+        self.proxy_data: Any = None  # a ProxyData once PROXY protocol support lands
+        self.auth_data: Any = None
+        self.authenticated: bool | None = None
+        self._login_data: Any = None
+
+    @property
+    def login_data(self) -> Any:
+        """Deprecated by aiosmtpd in favour of :attr:`auth_data` (kept for old handlers)."""
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session peer={self.peer!r} host_name={self.host_name!r} "
+            f"extended_smtp={self.extended_smtp} tls={self.ssl is not None} "
+            f"authenticated={self.authenticated}>"
+        )
+
+
+@dataclass(eq=False)
+class Envelope:
+    """One mail transaction: the sender, the recipients, and after DATA the content.
+
+    ``mail_from`` is ``"<>"`` for the null sender (as aiosmtpd stores it);
+    ``mail_options``/``rcpt_options`` hold the parameters upper-cased, as sent.
+    ``content`` is bytes, or str when the server decodes data;
+    ``original_content`` is always the received bytes (dot-unstuffed).
+    """
+
+    mail_from: str | None = None
+    mail_options: list[str] = field(default_factory=list)
+    smtp_utf8: bool = False
+    content: bytes | str | None = None
+    original_content: bytes | None = None
+    rcpt_tos: list[str] = field(default_factory=list)
+    rcpt_options: list[str] = field(default_factory=list)
