@@ -69,7 +69,7 @@ def _mechanisms_of(owner: Any) -> dict[str, Callable[..., Awaitable[Any]]]:
 
 
 def discover_auth_methods(
-    server: SMTP, handler: Any, excluded: Iterable[str]
+    server: object, handler: Any, excluded: Iterable[str]
 ) -> dict[str, AuthMethod]:
     # Every mechanism is called as method(server, args); the server's own bound
     # methods therefore take the server a second time, as an ignored argument.

@@ -10,30 +10,34 @@ them for HELP with :func:`syntax`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import logging
-import socket
 import ssl
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any
 
 from smtpwire.common.data import DataDecoder, DataViolation
-from smtpwire.common.lines import LineTooLong
 
 from ._auth import (
-    AuthMethod,
     auth_login,
     auth_plain,
     authenticate,
     challenge_client,
-    check_mechanism_name,
-    discover_auth_methods,
     run_auth,
 )
-from ._connection import Connection
 from ._paths import PathError, parse_path, parse_verify_argument
+from ._protocol import (
+    BOGUS_LIMIT,
+    CALL_LIMIT_DEFAULT,
+    DATA_SIZE_DEFAULT,
+    SessionProtocol,
+    TLSSetupException,
+    __ident__,
+    auth_mechanism,
+    login_always_fail,
+    ssl_facts,
+    syntax,
+)
 from .session import (
     MISSING,
     AuthCallbackType,
@@ -66,372 +70,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-# The greeting's software name stays aiosmtpd's so a migrated test suite that
-# asserts on the banner keeps passing; ``ident=`` sets another.
-__ident__ = "Python SMTP 1.4.6"
-
-BOGUS_LIMIT: Final = 5
-CALL_LIMIT_DEFAULT: Final = 20
-DATA_SIZE_DEFAULT: Final = 2**25
-ALLOWED_BEFORE_STARTTLS: Final = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", "QUIT"})
 
 log = logging.getLogger("mail.log")
 
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-_CommandMethod = Callable[[str | None], Awaitable[None]]
 
-
-class TLSSetupException(Exception):
-    """The TLS handshake after STARTTLS failed."""
-
-
-def syntax(
-    text: str, extended: str | None = None, when: str | None = None
-) -> Callable[[_Method], _Method]:
-    """Document an ``smtp_VERB`` method for HELP; ``extended`` is added after EHLO
-    and ``when`` names an SMTP attribute that must be true for the verb to be listed."""
-
-    def decorator(function: _Method) -> _Method:
-        function.__smtp_syntax__ = text  # type: ignore[attr-defined]
-        function.__smtp_syntax_extended__ = extended  # type: ignore[attr-defined]
-        function.__smtp_syntax_when__ = when  # type: ignore[attr-defined]
-        return function
-
-    return decorator
-
-
-def auth_mechanism(actual_name: str) -> Callable[[_Method], _Method]:
-    """Give an ``auth_*`` method a mechanism name a Python identifier cannot spell."""
-    name = check_mechanism_name(actual_name)
-
-    def decorator(function: _Method) -> _Method:
-        function.__auth_mechanism_name__ = name  # type: ignore[attr-defined]
-        return function
-
-    return decorator
-
-
-def login_always_fail(mechanism: str, login: bytes, password: bytes) -> bool:
-    return False
-
-
-def _command_names(cls: type) -> tuple[str, ...]:
-    names = _COMMAND_NAMES.get(cls)
-    if names is None:
-        names = tuple(name for name in dir(cls) if name.startswith("smtp_"))
-        _COMMAND_NAMES[cls] = names
-    return names
-
-
-_COMMAND_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _ehlo_hook_version(hook: Callable[..., Any]) -> str:
-    parameters = inspect.signature(hook).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
-        return "new"
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) == 5:
-        return "new"
-    if len(positional) == 4:
-        warnings.warn(
-            "Use the 5-argument handle_EHLO() hook instead of the 4-argument one",
-            DeprecationWarning,
-            stacklevel=4,
-        )
-        return "old"
-    raise RuntimeError("Unsupported EHLO Hook")
-
-
-class SMTP(Connection):
+class SMTP(SessionProtocol):
     """One SMTP session over one connection (an :class:`asyncio.Protocol`)."""
-
-    command_size_limit = 512
-    line_length_limit = 1001
-    local_part_limit = 0
-    AuthLoginUsernameChallenge = "User Name\x00"
-    AuthLoginPasswordChallenge = "Password\x00"
-
-    def __init__(
-        self,
-        handler: Any,
-        *,
-        data_size_limit: int | None = DATA_SIZE_DEFAULT,
-        enable_SMTPUTF8: bool = False,
-        decode_data: bool = False,
-        hostname: str | None = None,
-        ident: str | None = None,
-        tls_context: ssl.SSLContext | None = None,
-        require_starttls: bool = False,
-        timeout: float = 300,
-        auth_required: bool = False,
-        auth_require_tls: bool = True,
-        auth_exclude_mechanism: list[str] | None = None,
-        auth_callback: AuthCallbackType | None = None,
-        command_call_limit: int | Mapping[str, int] | None = None,
-        authenticator: AuthenticatorType | None = None,
-        proxy_protocol_timeout: float | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.__ident__ = ident or __ident__
-        self.loop = loop if loop is not None else _current_loop()
-        self.event_handler = handler
-        self.data_size_limit = data_size_limit
-        self.enable_SMTPUTF8 = enable_SMTPUTF8
-        self._decode_data = decode_data
-        self.hostname = hostname if hostname is not None else socket.getfqdn()
-        self.tls_context = tls_context
-        self.require_starttls = bool(tls_context) and require_starttls
-        self._tls_protocol: Any = None
-        self._tls_handshake_okay = True
-        self._auth_required = auth_required
-        self._auth_require_tls = auth_require_tls
-        if auth_required and not auth_require_tls:
-            warnings.warn(
-                "Requiring AUTH while not requiring TLS can lead to security vulnerabilities!",
-                UserWarning,
-                stacklevel=2,
-            )
-            log.warning("auth_required == True but auth_require_tls == False")
-        if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:
-            raise ValueError("proxy_protocol_timeout must be > 0")
-        self._proxy_timeout = proxy_protocol_timeout
-        self._authenticator = authenticator
-        self._auth_callback = auth_callback or login_always_fail
-        self._auth_methods: dict[str, AuthMethod] = discover_auth_methods(
-            self, handler, auth_exclude_mechanism or ()
-        )
-        self._handle_hooks: dict[str, Callable[..., Any]] = {
-            name[7:]: getattr(handler, name)
-            for name in dir(handler)
-            if name.startswith("handle_") and callable(getattr(handler, name, None))
-        }
-        ehlo_hook = self._handle_hooks.get("EHLO")
-        self._ehlo_hook_ver = None if ehlo_hook is None else _ehlo_hook_version(ehlo_hook)
-        self._smtp_methods: dict[str, _CommandMethod] = {
-            name[5:]: getattr(self, name) for name in _command_names(type(self))
-        }
-        self._set_call_limits(command_call_limit)
-        self.command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
-            lambda: self.command_size_limit
-        )
-        # Replaced through the override points when the connection is made.
-        self.session = Session(self.loop)
-        self.envelope = Envelope()
-        self._init_connection(
-            max_line_length=max(self.line_length_limit, self.command_size_limit + 2),
-            timeout=timeout,
-        )
-
-    def _set_call_limits(self, limit: int | Mapping[str, int] | None) -> None:
-        self._enforce_call_limit = limit is not None
-        self._call_limit_default = CALL_LIMIT_DEFAULT
-        self._call_limit_base: dict[str, int] = {}
-        if limit is None:
-            return
-        if isinstance(limit, bool) or not isinstance(limit, int | Mapping):
-            raise TypeError("command_call_limit must be int or Dict[str, int]")
-        if isinstance(limit, int):
-            self._call_limit_default = limit
-            return
-        if not all(isinstance(value, int) for value in limit.values()):
-            raise TypeError("All command_call_limit values must be int")
-        self._call_limit_base = {key.upper(): value for key, value in limit.items()}
-        self._call_limit_default = self._call_limit_base.pop("*", CALL_LIMIT_DEFAULT)
-
-    @property
-    def handler(self) -> Any:
-        return self.event_handler
-
-    @property
-    def max_command_size_limit(self) -> int:
-        return max([self.command_size_limit, *self.command_size_limits.values()])
-
-    # -- override points (aiosmtpd's) -----------------------------------------------
-
-    def _create_session(self) -> Session:
-        return Session(self.loop)
-
-    def _create_envelope(self) -> Envelope:
-        return Envelope()
-
-    def _set_post_data_state(self) -> None:
-        self.envelope = self._create_envelope()
-
-    def _set_rset_state(self) -> None:
-        self._set_post_data_state()
-
-    # -- connection -------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._set_rset_state()
-        self.session = self._create_session()
-        self.session.peer = transport.get_extra_info("peername")
-        if transport.get_extra_info("sslcontext") is not None:
-            # Implicit TLS (SMTPS): the session is encrypted from the first byte.
-            self.session.ssl = _ssl_facts(transport)
-            self._tls_protocol = True
-        log.info("Peer: %r", self.session.peer)
-        self._start_connection(transport)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        log.info("%r connection lost", self.session.peer)
-        super().connection_lost(exc)
-
-    def _describe_peer(self) -> PeerType:
-        return self.session.peer
-
-    def _encode_reply(self, status: str) -> bytes:
-        return status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
-
-    async def _on_idle_timeout(self) -> None:
-        await self.push(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
-        self._close_transport()
-
-    # -- the session loop ---------------------------------------------------------------
-
-    async def _serve(self) -> None:
-        if self._proxy_timeout is not None and not await self._accept_proxy_header():
-            return
-        await self.push(f"220 {self.hostname} {self.__ident__}")
-        call_limit: collections.defaultdict[str, int] = collections.defaultdict(
-            lambda: self._call_limit_default, self._call_limit_base
-        )
-        self._bogus_budget = BOGUS_LIMIT
-        while not self._closing:
-            line = await self._next_line()
-            if line is None:
-                break
-            try:
-                await self._dispatch(line, call_limit)
-            except (asyncio.CancelledError, ConnectionError):
-                raise
-            except Exception as error:  # any hook failure becomes a reply
-                await self.push(await self._describe_exception(error))
-
-    async def _accept_proxy_header(self) -> bool:
-        """PROXY protocol support arrives with the server hardening issue; until
-        then a server configured to expect a PROXY header refuses the connection."""
-        log.warning("%r PROXY protocol is not supported yet", self.session.peer)
-        return False
-
-    async def _dispatch(
-        self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]
-    ) -> None:
-        if isinstance(line, LineTooLong):
-            await self.push("500 Command line too long")
-            return
-        log.info("%r >> %r", self.session.peer, _sanitize(line))
-        if not line:
-            await self.push("500 Error: bad syntax")
-            return
-        verb, _, arg_bytes = line.partition(b" ")
-        try:
-            command = verb.upper().decode("ascii")
-        except UnicodeDecodeError:
-            await self.push("500 Error: bad syntax")
-            return
-        arg: str | None = None
-        if arg_bytes:
-            arg_bytes = arg_bytes.strip()
-            if self.enable_SMTPUTF8:
-                arg = arg_bytes.decode("utf-8", "surrogateescape")
-            elif not arg_bytes.isascii():
-                await self.push("500 Error: strict ASCII mode")
-                return
-            else:
-                arg = arg_bytes.decode("ascii")
-        limit = (
-            self.command_size_limits[command]
-            if self.session.extended_smtp
-            else self.command_size_limit
-        )
-        if len(line) > limit:
-            await self.push("500 Command line too long")
-            return
-        if not self._tls_handshake_okay and command != "QUIT":
-            await self.push("554 Command refused due to lack of security")
-            return
-        if (
-            self.require_starttls
-            and not self._tls_protocol
-            and command not in ALLOWED_BEFORE_STARTTLS
-        ):
-            await self.push("530 Must issue a STARTTLS command first")
-            return
-        if self._enforce_call_limit:
-            budget = call_limit[command]
-            if budget < 1:
-                log.warning("%r over limit for %s", self.session.peer, command)
-                await self.push(f"421 4.7.0 {command} sent too many times")
-                self._close_transport()
-                return
-            call_limit[command] = budget - 1
-        method = self._smtp_methods.get(command)
-        if method is None:
-            log.warning("%r unrecognised: %s", self.session.peer, command)
-            self._bogus_budget -= 1
-            if self._bogus_budget < 1:
-                log.warning("%r too many bogus commands", self.session.peer)
-                await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
-                self._close_transport()
-                return
-            await self.push(f'500 Error: command "{command}" not recognized')
-            return
-        await method(arg)
-
-    async def handle_exception(self, error: Exception) -> str:
-        hook = getattr(self.event_handler, "handle_exception", None)
-        if hook is not None:
-            status: str = await hook(error)
-            return status
-        log.exception("%r SMTP session exception", self._describe_peer(), exc_info=error)
-        return f"500 Error: ({error.__class__.__name__}) {error}"
-
-    async def _describe_exception(self, error: Exception) -> str:
-        status: Any
-        try:
-            status = await self.handle_exception(error)
-        except Exception as inner:  # the hook itself failed
-            log.exception("%r Exception in handle_exception()", self._describe_peer())
-            try:
-                status = f"500 Error: ({inner.__class__.__name__}) {inner}"
-            except Exception:  # even str() failed
-                status = "500 Error: Cannot describe error"
-        if not isinstance(status, str | bytes):
-            # aiosmtpd dies here (its issue: a None status kills the session);
-            # its documentation promises a 451, so send that.
-            status = "451 Requested action aborted: error in processing"
-        if isinstance(error, TLSSetupException):
-            self._close_transport()
-        return status if isinstance(status, str) else bytes(status).decode("utf-8", "replace")
-
-    # -- hooks --------------------------------------------------------------------------
-
-    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
-        hook = self._handle_hooks.get(command)
-        if hook is None:
-            return MISSING
-        return await hook(self, self.session, self.envelope, *args)
-
-    async def check_helo_needed(self, helo: str = "HELO") -> bool:
-        if not self.session.host_name:
-            await self.push(f"503 Error: send {helo} first")
-            return True
-        return False
-
-    async def check_auth_needed(self, caller_method: str) -> bool:
-        if self._auth_required and not self.session.authenticated:
-            log.info("%s: Authentication required", caller_method)
-            await self.push("530 5.7.0 Authentication required")
-            return True
-        return False
-
-    def _syntax_available(self, method: Callable[..., Any]) -> bool:
-        if not hasattr(method, "__smtp_syntax__"):
-            return False
-        when = getattr(method, "__smtp_syntax_when__", None)
-        return bool(getattr(self, when)) if when else True
 
     # -- greeting commands ----------------------------------------------------------------
 
@@ -607,7 +251,7 @@ class SMTP(Connection):
         self._set_rset_state()
         self.session = self._create_session()
         self.session.peer = peer
-        self.session.ssl = _ssl_facts(tls_transport)
+        self.session.ssl = ssl_facts(tls_transport)
         self._tls_protocol = True
         hook = self._handle_hooks.get("STARTTLS")
         if hook is not None:
@@ -812,26 +456,3 @@ class SMTP(Connection):
         if inspect.isawaitable(result):
             result = await result
         return MISSING if result is None else result
-
-
-def _current_loop() -> asyncio.AbstractEventLoop:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return asyncio.get_event_loop_policy().get_event_loop()
-
-
-def _ssl_facts(transport: asyncio.BaseTransport) -> dict[str, Any]:
-    """What aiosmtpd users read from ``session.ssl`` after the handshake."""
-    names = ("peercert", "cipher", "compression", "ssl_object", "sslcontext", "peername")
-    return {name: transport.get_extra_info(name) for name in names}
-
-
-def _sanitize(line: bytes) -> bytes:
-    """Keep credentials out of logs: an AUTH line shows only its mechanism."""
-    if line[:5].upper() == b"AUTH ":
-        words = line.split(b" ")
-        return b" ".join([*words[:2], b"********"]) if len(words) > 2 else line
-    return line
