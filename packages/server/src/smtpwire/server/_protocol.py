@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import socket
@@ -147,7 +148,7 @@ class SessionProtocol(Connection):
         self.data_size_limit = data_size_limit
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self._decode_data = decode_data
-        self.hostname = hostname if hostname is not None else socket.getfqdn()
+        self.hostname = hostname if hostname is not None else _local_fqdn()
         self.tls_context = tls_context
         self.require_starttls = bool(tls_context) and require_starttls
         self._tls_protocol: Any = None
@@ -400,6 +401,13 @@ class SessionProtocol(Connection):
             return False
         when = getattr(method, "__smtp_syntax_when__", None)
         return bool(getattr(self, when)) if when else True
+
+
+@functools.cache
+def _local_fqdn() -> str:
+    # A name lookup; aiosmtpd repeats it for every connection, which stalls each
+    # new session when the resolver is slow.
+    return socket.getfqdn()
 
 
 def _current_loop() -> asyncio.AbstractEventLoop:
