@@ -82,7 +82,7 @@ def discover_auth_methods(
     log.info(
         "Available AUTH mechanisms: %s",
         " ".join(
-            f"{name}({'builtin' if method.is_builtin else 'handler'})"
+            f"{name}(builtin)" if method.is_builtin else name
             for name, method in sorted(methods.items())
         ),
     )

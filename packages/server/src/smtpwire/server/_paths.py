@@ -42,20 +42,28 @@ def parse_path(
     except ParameterSyntaxError as error:
         raise PathError(str(error), malformed=False) from error
     except CommandSyntaxError as error:
-        raise PathError(str(error), malformed=True) from error
+        # aiosmtpd reads a leading word as the address and the rest as parameters,
+        # so "Anne <anne@example.com>" is a syntax error there, not a bad address.
+        word_then_more = not rest.startswith("<") and " " in rest
+        raise PathError(str(error), malformed=not word_then_more) from error
     address = parsed.address or "<>"
     return address, [str(parameter).upper() for parameter in parsed.parameters]
 
 
 def parse_verify_argument(arg: str, *, utf8: bool) -> str | None:
-    """The mailbox a VRFY asks about (a bare local part is allowed), or None."""
+    """The mailbox a VRFY asks about, or None if there is none to read.
+
+    As lenient as aiosmtpd: a path in angle brackets or a leading word (a bare
+    user name is fine), whatever follows it.
+    """
     text = arg.strip()
-    if not text.startswith("<"):
-        text = f"<{text}>"
+    if text.startswith("<"):
+        end = text.find(">")
+        candidate = text[: end + 1] if end >= 0 else text
+    else:
+        candidate = f"<{text.split(' ', 1)[0]}>"
     try:
-        parsed = parse_mail_from("FROM:" + text, utf8=utf8)
+        parsed = parse_mail_from("FROM:" + candidate, utf8=utf8)
     except CommandSyntaxError:
         return None
-    if parsed.parameters or not parsed.address:
-        return None
-    return parsed.address
+    return parsed.address or None
