@@ -67,8 +67,18 @@ class Connection(asyncio.Protocol):
         raise NotImplementedError
 
     async def _on_idle_timeout(self) -> None:
-        """Called (in the session task's place) when the client has been idle too long."""
+        """Called (beside the session task) when the client has been idle too long."""
         self._close_transport()
+
+    def _abort_if_not_reading(self) -> bool:
+        """Drop a client that stopped reading its replies: a polite close would
+        wait for ever on a buffer that never drains."""
+        if not self._writing_paused or self.transport is None:
+            return False
+        self._closing = True
+        self._inbound.closed = True
+        self.transport.abort()
+        return True
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -117,6 +127,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._idle_since = self.loop.time()  # the client is reading: not idle
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -147,7 +158,14 @@ class Connection(asyncio.Protocol):
         if self._writing_paused and self.transport is not None:
             waiter = self.loop.create_future()
             self._drain_waiter = waiter
-            await waiter
+            # Blocked on a client that does not read its replies: that counts as
+            # waiting for the client, so the idle timer runs.
+            waiting = self._waiting_for_input
+            self._waiting_for_input = True
+            try:
+                await waiter
+            finally:
+                self._waiting_for_input = waiting
 
     # -- input --------------------------------------------------------------------
 
@@ -157,18 +175,21 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait_for_input(self) -> None:
-        await self._flush_and_drain()
         if self._inbound.closed:
+            await self._flush_and_drain()
             return
-        if self._reading_paused and self._inbound.buffered < _INPUT_LOW_WATER:
-            self._reading_paused = False
-            if self.transport is not None:
-                self.transport.resume_reading()
+        # The waiter exists before the drain, so input arriving while replies
+        # drain wakes it instead of being missed.
         waiter = self.loop.create_future()
         self._input_waiter = waiter
-        self._waiting_for_input = True
-        self._idle_since = max(self._idle_since, self.loop.time())
         try:
+            await self._flush_and_drain()
+            if self._reading_paused and self._inbound.buffered < _INPUT_LOW_WATER:
+                self._reading_paused = False
+                if self.transport is not None:
+                    self.transport.resume_reading()
+            self._waiting_for_input = True
+            self._idle_since = max(self._idle_since, self.loop.time())
             await waiter
         finally:
             self._waiting_for_input = False

@@ -12,6 +12,7 @@ import collections
 import functools
 import inspect
 import logging
+import re
 import socket
 import ssl
 import warnings
@@ -45,6 +46,8 @@ DATA_SIZE_DEFAULT: Final = 2**25
 ALLOWED_BEFORE_STARTTLS: Final = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", "QUIT"})
 
 log = logging.getLogger("mail.log")
+
+_CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _CommandMethod = Callable[[str | None], Awaitable[None]]
@@ -254,6 +257,8 @@ class SessionProtocol(Connection):
         return status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
 
     async def _on_idle_timeout(self) -> None:
+        if self._abort_if_not_reading():
+            return
         await self.push(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
         self._close_transport()
 
@@ -273,7 +278,7 @@ class SessionProtocol(Connection):
                 break
             try:
                 await self._dispatch(line, call_limit)
-            except (asyncio.CancelledError, ConnectionError):
+            except asyncio.CancelledError:
                 raise
             except Exception as error:  # any hook failure becomes a reply
                 await self.push(await self._describe_exception(error))
@@ -291,15 +296,16 @@ class SessionProtocol(Connection):
             await self.push("500 Command line too long")
             return
         log.info("%r >> %r", self.session.peer, _sanitize(line))
+        line = line.rstrip(b"\r")
         if not line:
             await self.push("500 Error: bad syntax")
             return
         verb, _, arg_bytes = line.partition(b" ")
-        try:
-            command = verb.upper().decode("ascii")
-        except UnicodeDecodeError:
+        if not verb.isascii() or _CONTROL.search(verb):
+            # Never echo a control character back in "command not recognized".
             await self.push("500 Error: bad syntax")
             return
+        command = verb.upper().decode("ascii")
         arg: str | None = None
         if arg_bytes:
             arg_bytes = arg_bytes.strip()
@@ -423,6 +429,14 @@ def ssl_facts(transport: asyncio.BaseTransport) -> dict[str, Any]:
     """What aiosmtpd users read from ``session.ssl`` after the handshake."""
     names = ("peercert", "cipher", "compression", "ssl_object", "sslcontext", "peername")
     return {name: transport.get_extra_info(name) for name in names}
+
+
+def printable(text: str) -> str:
+    """Client text made safe to echo in a reply: control characters become '?'."""
+    return _CONTROL_TEXT.sub("?", text)
+
+
+_CONTROL_TEXT: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _sanitize(line: bytes) -> bytes:

@@ -32,8 +32,10 @@ class LMTP(SMTP):
 
     async def _deliver(self) -> None:
         recipients = len(self.envelope.rcpt_tos)
-        status = await self._call_data_hook()
-        self._set_post_data_state()
+        try:
+            status = await self._call_data_hook()
+        finally:
+            self._set_post_data_state()
         for reply in _per_recipient(status, recipients):
             await self.push(reply)
 

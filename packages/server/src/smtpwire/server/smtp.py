@@ -35,6 +35,7 @@ from ._protocol import (
     __ident__,
     auth_mechanism,
     login_always_fail,
+    printable,
     ssl_facts,
     syntax,
 )
@@ -205,7 +206,7 @@ class SMTP(SessionProtocol):
             return
         address = parse_verify_argument(arg, utf8=self.enable_SMTPUTF8)
         if address is None:
-            await self.push(f"502 Could not VRFY {arg}")
+            await self.push(f"502 Could not VRFY {printable(arg)}")
             return
         status = await self._call_handler_hook("VRFY", address)
         await self.push(
@@ -432,8 +433,12 @@ class SMTP(SessionProtocol):
 
     async def _deliver(self) -> None:
         """Hand the received message to the handler and reply."""
-        status = await self._call_data_hook()
-        self._set_post_data_state()
+        try:
+            status = await self._call_data_hook()
+        finally:
+            # The end of data ends the transaction, even when the handler fails
+            # (RFC 5321 section 4.1.1.4).
+            self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
 
     async def _call_data_hook(self) -> Any:
