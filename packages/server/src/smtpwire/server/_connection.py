@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         self._idle_since = 0.0
         self._waiting_for_input = False
         self._closing = False
+        self._over_tls = False
 
     # -- what the subclass provides -------------------------------------------
 
@@ -84,6 +85,7 @@ class Connection(asyncio.Protocol):
 
     def _start_connection(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self._over_tls = transport.get_extra_info("sslcontext") is not None
         self._idle_since = self.loop.time()
         if self._timeout_duration:
             self._timeout_handle = self.loop.call_later(self._timeout_duration, self._check_idle)
@@ -108,7 +110,7 @@ class Connection(asyncio.Protocol):
         self._wake_reader()
         # Keep the write side open so replies to the last commands still go out;
         # TLS transports cannot half-close, and say so with a warning if asked.
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+        return self.transport is not None and not self._over_tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._inbound.closed = True
@@ -245,7 +247,8 @@ class Connection(asyncio.Protocol):
         self._closing = True
         self._inbound.closed = True
         self._wake_reader()
-        if self.transport is not None:
+        # A second close() of an asyncio TLS transport detaches it from its TLS layer.
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     async def _run(self) -> None:

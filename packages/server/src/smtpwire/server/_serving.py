@@ -139,6 +139,10 @@ class ServingThread(threading.Thread):
         self._startup: asyncio.Task[asyncio.Server] | None = None
         self._serving = False  # only touched in this thread
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
     def wind_down(self) -> None:
         """Ask the thread to stop serving, or to give up starting; callable from any thread."""
         self._stop_requested.set()

@@ -248,6 +248,7 @@ class SMTP(SessionProtocol):
             raise TLSSetupException("TLS handshake did not complete")
         self._discard_input()
         self.transport = tls_transport
+        self._over_tls = True
         peer = self._describe_peer()
         self._set_rset_state()
         self.session = self._create_session()
