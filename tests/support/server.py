@@ -91,7 +91,9 @@ class ServerThread:
 
 
 @contextmanager
-def serving(factory: Callable[[], asyncio.Protocol], host: str = "127.0.0.1") -> Iterator[ServerThread]:
+def serving(
+    factory: Callable[[], asyncio.Protocol], host: str = "127.0.0.1"
+) -> Iterator[ServerThread]:
     server = ServerThread(factory, host)
     server.start()
     try:

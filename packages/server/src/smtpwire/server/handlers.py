@@ -1,0 +1,360 @@
+"""Ready-made handlers: aiosmtpd's set (Sink, Debugging, Proxy, Message,
+AsyncMessage, Mailbox) under the same names, plus :class:`Queue`.
+
+The server treats every attribute whose name starts with ``handle_`` as a hook,
+so helpers here never use that prefix; ``handle_message`` is the one exception
+aiosmtpd also has, and it is harmless because no SMTP verb is called MESSAGE.
+
+Handlers that the command line can build (``-c``) offer a ``from_cli(parser,
+*args)`` class method that turns the positional arguments into an instance and
+reports bad ones through ``parser.error`` (exit status 2, like any usage error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.message
+import logging
+import mailbox
+import os
+import queue as queue_module
+import smtplib
+import sys
+from abc import ABCMeta, abstractmethod
+from argparse import ArgumentParser
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+from smtpwire.common import normalize_line_endings
+
+if TYPE_CHECKING:
+    from .session import Envelope, PeerType, Session
+    from .smtp import SMTP
+
+__all__ = [
+    "AsyncMessage",
+    "Debugging",
+    "Mailbox",
+    "Message",
+    "MessageBase",
+    "Proxy",
+    "Queue",
+    "Sink",
+]
+
+log = logging.getLogger("mail.debug")
+
+MESSAGE_FOLLOWS = "---------- MESSAGE FOLLOWS ----------"
+END_MESSAGE = "------------ END MESSAGE ------------"
+
+#: How long the Proxy waits on any one socket operation with its upstream: RFC
+#: 5321 section 4.5.3.2 asks clients for minutes, not forever, and a stuck
+#: upstream must not pin a worker thread for the life of the process.
+PROXY_TIMEOUT = 300.0
+
+
+class Sink:
+    """Accepts every message and keeps nothing: a server with no hooks at all,
+    so every command gets the server's default reply."""
+
+    @classmethod
+    def from_cli(cls, parser: ArgumentParser, *args: str) -> Sink:
+        if args:
+            parser.error("Sink handler does not accept arguments")
+        return cls()
+
+
+class Debugging:
+    """Prints each message to a stream, in aiosmtpd's layout, so that scripts
+    and tests written against aiosmtpd's output keep working.
+
+    The peer is shown as an ``X-Peer`` line after the headers.  aiosmtpd drops
+    that line when the message has no blank line (headers only, or no headers
+    at all); here it then comes after the last line instead, so the peer is
+    always shown.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream: TextIO = sys.stdout if stream is None else stream
+
+    @classmethod
+    def from_cli(cls, parser: ArgumentParser, *args: str) -> Debugging:
+        if args not in ((), ("stdout",), ("stderr",)):
+            parser.error("Debugging usage: [stdout|stderr]")
+        return cls(sys.stderr if args == ("stderr",) else sys.stdout)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.stream.write(_debugging_text(session.peer, envelope))
+        # One write and a flush per message: the text shows up at once even when
+        # stdout is a pipe, and concurrent messages never interleave.
+        flush = getattr(self.stream, "flush", None)
+        if flush is not None:
+            flush()
+        return "250 OK"
+
+
+def _debugging_text(peer: PeerType, envelope: Envelope) -> str:
+    lines = [MESSAGE_FOLLOWS]
+    if envelope.mail_options:
+        lines += [f"mail options: {envelope.mail_options}", ""]
+    content = envelope.content
+    if isinstance(content, bytes):
+        # Split first, then decode each line: a UTF-8 NEL (C2 85) in bytes content
+        # is not a line break, as in aiosmtpd.
+        body = [line.decode("utf-8", errors="replace") for line in content.splitlines()]
+    elif isinstance(content, str):
+        body = content.splitlines()
+    else:
+        body = []
+    try:
+        end_of_headers = body.index("")
+    except ValueError:
+        end_of_headers = len(body)
+    lines += body[:end_of_headers]
+    lines.append(f"X-Peer: {peer!r}")
+    lines += body[end_of_headers:]
+    lines.append(END_MESSAGE)
+    return "\n".join(lines) + "\n"
+
+
+ENVELOPE_HEADERS: Final = ("X-Peer", "X-MailFrom", "X-RcptTo")
+
+
+class MessageBase:
+    """Turns the received content into an :class:`email.message.Message` with
+    the envelope recorded in ``X-Peer``, ``X-MailFrom`` and ``X-RcptTo``
+    headers, for handlers that want a parsed message rather than bytes.
+
+    The headers are appended, as in aiosmtpd, so a header of the same name sent
+    by the client comes first: ``message.get_all("X-Peer")[-1]`` is the one this
+    server added (and a relay chain keeps every hop's).  A subclass that sets
+    ``replace_envelope_headers`` drops the client's copies instead, so that
+    ``message["X-Peer"]`` cannot be forged.
+    """
+
+    replace_envelope_headers = False
+
+    def __init__(self, message_class: type[email.message.Message] | None = None) -> None:
+        self.message_class = message_class
+
+    def prepare_message(self, session: Session, envelope: Envelope) -> email.message.Message:
+        factory = self.message_class or email.message.Message
+        data = envelope.content
+        if isinstance(data, bytes):
+            message = email.message_from_bytes(data, factory)
+        elif isinstance(data, str):
+            message = email.message_from_string(data, factory)
+        else:
+            raise TypeError(f"Expected str or bytes, got {type(data)}")
+        if self.replace_envelope_headers:
+            for name in ENVELOPE_HEADERS:
+                del message[name]
+        message["X-Peer"] = str(session.peer)
+        message["X-MailFrom"] = envelope.mail_from or ""
+        message["X-RcptTo"] = ", ".join(envelope.rcpt_tos)
+        return message
+
+
+class Message(MessageBase, metaclass=ABCMeta):
+    """Base for handlers that act on a parsed message synchronously.
+
+    ``handle_message`` runs inside the event loop: it must be quick (no network
+    calls, no long disk work); use :class:`AsyncMessage` otherwise.
+    """
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.handle_message(self.prepare_message(session, envelope))
+        return "250 OK"
+
+    @abstractmethod
+    def handle_message(self, message: email.message.Message) -> None:
+        raise NotImplementedError
+
+
+class AsyncMessage(MessageBase, metaclass=ABCMeta):
+    """Base for handlers that act on a parsed message with a coroutine."""
+
+    def __init__(
+        self,
+        message_class: type[email.message.Message] | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(message_class)
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop given to the constructor, else the running one.
+
+        aiosmtpd looked the loop up at construction time, which warns or fails
+        on recent Pythons when no loop runs yet; looking it up when used (from
+        inside ``handle_message``) finds the loop actually serving the message.
+        """
+        if self._loop is not None:
+            return self._loop
+        return asyncio.get_running_loop()
+
+    @loop.setter
+    def loop(self, value: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = value
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self.handle_message(self.prepare_message(session, envelope))
+        return "250 OK"
+
+    @abstractmethod
+    async def handle_message(self, message: email.message.Message) -> None:
+        raise NotImplementedError
+
+
+class Mailbox(Message):
+    """Delivers each message into a Maildir, which other programs (mail
+    clients, test assertions) can read while the server runs."""
+
+    def __init__(
+        self,
+        mail_dir: str | os.PathLike[str],
+        message_class: type[email.message.Message] | None = None,
+    ) -> None:
+        self.mail_dir = mail_dir
+        self.mailbox = mailbox.Maildir(mail_dir)
+        super().__init__(message_class)
+
+    def handle_message(self, message: email.message.Message) -> None:
+        self.mailbox.add(message)
+
+    def reset(self) -> None:
+        """Empty the Maildir, e.g. between tests."""
+        self.mailbox.clear()
+
+    @classmethod
+    def from_cli(cls, parser: ArgumentParser, *args: str) -> Mailbox:
+        if not args:
+            parser.error("The directory for the maildir is required")
+        if len(args) > 1:
+            parser.error("Too many arguments for Mailbox handler")
+        return cls(args[0])
+
+
+class Queue(Message):
+    """Puts each message on a :class:`queue.Queue`, so that a test (or any
+    other thread) can wait for mail with ``queue.get(timeout=...)`` instead of
+    polling.
+
+    The message carries the same ``X-Peer``/``X-MailFrom``/``X-RcptTo``
+    headers as with :class:`Message`.  A bounded queue that is full makes the
+    server answer ``452`` (try again later) rather than block the event loop.
+    """
+
+    def __init__(
+        self,
+        queue: queue_module.Queue[email.message.Message] | None = None,
+        message_class: type[email.message.Message] | None = None,
+    ) -> None:
+        super().__init__(message_class)
+        self.queue: queue_module.Queue[email.message.Message] = (
+            queue_module.Queue() if queue is None else queue
+        )
+
+    def handle_message(self, message: email.message.Message) -> None:
+        self.queue.put_nowait(message)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            return await super().handle_DATA(server, session, envelope)
+        except queue_module.Full:
+            log.warning("Queue handler: the queue is full, message deferred")
+            return "452 4.3.1 Insufficient system storage, try again later"
+
+
+_Refusals = dict[str, tuple[int, bytes]]
+
+
+class Proxy:
+    """Relays each message to another SMTP server, adding an ``X-Peer`` header
+    with the client's address.
+
+    The relay is a blocking :mod:`smtplib` session, so it runs in a worker
+    thread (aiosmtpd ran it inside the event loop, stalling every connection
+    for the length of the upstream session).  Line endings are normalised to
+    CRLF before relaying, so a bare CR or LF accepted from the client cannot end
+    the DATA section early at a lenient upstream.  Recipients the upstream
+    refused are logged on ``mail.debug``; as in aiosmtpd the client still gets
+    ``250 OK`` when some were accepted.  When none was (upstream unreachable, or
+    every recipient refused) the client gets a temporary ``451`` and keeps the
+    message to try again, where aiosmtpd answered ``250`` and lost it.
+    """
+
+    def __init__(self, remote_hostname: str, remote_port: int) -> None:
+        self._hostname = remote_hostname
+        self._port = remote_port
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = _with_peer_header(normalize_line_endings(_raw_content(envelope)), session.peer)
+        # Copy what the thread needs: the server may reuse or reset the envelope.
+        recipients = list(envelope.rcpt_tos)
+        refused = await asyncio.to_thread(
+            self._deliver, envelope.mail_from or "<>", recipients, data, _wanted_options(envelope)
+        )
+        if refused:
+            log.info("we got some refusals: %s", refused)
+        if recipients and set(recipients) <= set(refused):
+            return "451 4.4.0 Error: relaying to the upstream server failed, try again later"
+        return "250 OK"
+
+    def _deliver(
+        self, mail_from: str, rcpt_tos: list[str], data: bytes, options: list[str]
+    ) -> _Refusals:
+        try:
+            with smtplib.SMTP(self._hostname, self._port, timeout=PROXY_TIMEOUT) as client:
+                client.ehlo_or_helo_if_needed()
+                # BODY=8BITMIME only where understood; SMTPUTF8 always, since
+                # smtplib needs it to send non-ASCII addresses and an upstream
+                # without it must refuse such mail.
+                if not client.has_extn("8bitmime"):
+                    options = [option for option in options if option != "BODY=8BITMIME"]
+                return client.sendmail(mail_from, rcpt_tos, data, options)
+        except smtplib.SMTPRecipientsRefused as error:
+            return dict(error.recipients)
+        except (OSError, smtplib.SMTPException) as error:
+            log.exception("Proxy: relaying to %s:%s failed", self._hostname, self._port)
+            code: int = getattr(error, "smtp_code", -1)
+            text: Any = getattr(error, "smtp_error", b"ignore")
+            reason = text if isinstance(text, bytes) else str(text).encode()
+            return dict.fromkeys(rcpt_tos, (code, reason))
+
+
+def _raw_content(envelope: Envelope) -> bytes:
+    # Relay the bytes as received; a str content (decode_data) is only a view of them.
+    if isinstance(envelope.content, bytes):
+        return envelope.content
+    if envelope.original_content is not None:
+        return envelope.original_content
+    if isinstance(envelope.content, str):
+        return envelope.content.encode("utf-8", errors="surrogateescape")
+    raise TypeError(f"Expected str or bytes, got {type(envelope.content)}")
+
+
+def _with_peer_header(data: bytes, peer: PeerType) -> bytes:
+    """Insert ``X-Peer`` at the end of the header section (``data`` has CRLF
+    line endings), or at the top when the message has no blank line."""
+    address = peer[0] if isinstance(peer, tuple) else str(peer)
+    header = b"X-Peer: " + address.encode("utf-8", errors="backslashreplace") + b"\r\n"
+    if data.startswith(b"\r\n"):
+        index = 0
+    else:
+        blank = data.find(b"\r\n\r\n")
+        index = blank + 2 if blank >= 0 else 0
+    return data[:index] + header + data[index:]
+
+
+def _wanted_options(envelope: Envelope) -> list[str]:
+    """The MAIL parameters that still hold for the relayed copy (SIZE is
+    smtplib's own business)."""
+    options = []
+    if envelope.smtp_utf8 or "SMTPUTF8" in envelope.mail_options:
+        options.append("SMTPUTF8")
+    if "BODY=8BITMIME" in envelope.mail_options:
+        options.append("BODY=8BITMIME")
+    return options
