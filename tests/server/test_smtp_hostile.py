@@ -15,14 +15,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from smtpwire.common.replies import ReplyParser, SMTPReply
+from smtpwire.common.replies import ReplyParser
 from smtpwire.server.smtp import SMTP
-from support.server import WAIT, RawClient, ServerThread, serving
+from support.server import WAIT, Delivered, RawClient, Recorder, ServerThread, serving, text
 
 HOST = "testhost"
 GREETING = f"220 {HOST} Python SMTP 1.4.6"
@@ -33,33 +32,6 @@ GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Delivered:
-    mail_from: str | None
-    rcpt_tos: tuple[str, ...]
-    content: bytes
-
-
-class Recorder:
-    """A handler that keeps every envelope handed to handle_DATA."""
-
-    def __init__(self) -> None:
-        self.messages: list[Delivered] = []
-
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
-        assert isinstance(envelope.original_content, bytes)
-        self.messages.append(
-            Delivered(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
-        )
-        return "250 OK"
-
-
-def text(reply: SMTPReply) -> str:
-    """A one-line reply as it was sent: ``"250 OK"``."""
-    assert len(reply.lines) == 1, reply
-    return f"{reply.code} {reply.lines[0]}"
 
 
 @pytest.fixture

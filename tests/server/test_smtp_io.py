@@ -12,16 +12,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpwire.common.replies import ReplyParser, SMTPReply
+from smtpwire.common.replies import ReplyParser
 from smtpwire.server.smtp import SMTP
-from support.server import WAIT, RawClient, ServerThread, serving
+from support.server import WAIT, Delivered, RawClient, Recorder, ServerThread, serving, text
 
 HOST = "testhost"
 GREETING = f"220 {HOST} Python SMTP 1.4.6"
@@ -31,29 +30,6 @@ IDLE_TIMEOUT = 0.5
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Delivered:
-    mail_from: str | None
-    rcpt_tos: tuple[str, ...]
-    content: bytes
-
-
-class Recorder:
-    """A handler that keeps every envelope handed to handle_DATA (and the peer)."""
-
-    def __init__(self) -> None:
-        self.messages: list[Delivered] = []
-        self.peers: list[Any] = []
-
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
-        assert isinstance(envelope.original_content, bytes)
-        self.messages.append(
-            Delivered(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
-        )
-        self.peers.append(session.peer)
-        return "250 OK"
 
 
 class InstrumentedSMTP(SMTP):
@@ -86,11 +62,6 @@ class InstrumentedSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self.peak_buffered = max(self.peak_buffered, self._inbound.buffered)
-
-
-def text(reply: SMTPReply) -> str:
-    assert len(reply.lines) == 1, reply
-    return f"{reply.code} {reply.lines[0]}"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from smtpwire.common.replies import ReplyParser, SMTPReply
@@ -151,3 +152,32 @@ class RawClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    mail_from: str | None
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+
+
+class Recorder:
+    """A handler that keeps every envelope handed to handle_DATA, and its peer."""
+
+    def __init__(self) -> None:
+        self.messages: list[Delivered] = []
+        self.peers: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        assert isinstance(envelope.original_content, bytes)
+        self.messages.append(
+            Delivered(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
+        )
+        self.peers.append(session.peer)
+        return "250 OK"
+
+
+def text(reply: SMTPReply) -> str:
+    """A one-line reply as it was sent: ``"250 OK"``."""
+    assert len(reply.lines) == 1, reply
+    return f"{reply.code} {reply.lines[0]}"

@@ -186,8 +186,12 @@ async def authenticate(server: SMTP, mechanism: str, auth_data: Any) -> AuthResu
     return AuthResult(success=False, handled=False)
 
 
-async def decode_initial_response(server: SMTP, args: list[str]) -> bytes | None:
-    """The base64 initial response in ``args[1]``, or None after a ``501``."""
+async def first_response(server: SMTP, args: list[str], challenge: str) -> bytes | None:
+    """The client's first answer: the initial response in ``args[1]`` if given,
+    else the answer to ``challenge``; None when a ``501`` already went out."""
+    if len(args) == 1:
+        answer = await server.challenge_auth(challenge)
+        return None if answer is MISSING else bytes(answer)
     try:
         return b64decode(args[1])
     except SASLDecodeError:
@@ -196,14 +200,9 @@ async def decode_initial_response(server: SMTP, args: list[str]) -> bytes | None
 
 
 async def auth_plain(server: SMTP, args: list[str]) -> AuthResult:
-    if len(args) == 1:
-        answer = await server.challenge_auth("")
-        if answer is MISSING:
-            return AuthResult(success=False)
-    else:
-        answer = await decode_initial_response(server, args)
-        if answer is None:
-            return AuthResult(success=False, handled=True)
+    answer = await first_response(server, args, "")
+    if answer is None:
+        return AuthResult(success=False, handled=True)
     parts = answer.split(b"\x00")
     if len(parts) != 3:
         await server.push("501 5.5.2 Can't split auth value")
@@ -212,15 +211,10 @@ async def auth_plain(server: SMTP, args: list[str]) -> AuthResult:
 
 
 async def auth_login(server: SMTP, args: list[str]) -> AuthResult:
-    if len(args) == 1:
-        login = await server.challenge_auth(server.AuthLoginUsernameChallenge)
-        if login is MISSING:
-            return AuthResult(success=False)
-    else:
-        login = await decode_initial_response(server, args)
-        if login is None:
-            return AuthResult(success=False, handled=True)
+    login = await first_response(server, args, server.AuthLoginUsernameChallenge)
+    if login is None:
+        return AuthResult(success=False, handled=True)
     password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
     if password is MISSING:
-        return AuthResult(success=False)
+        return AuthResult(success=False, handled=True)
     return await server._authenticate("LOGIN", LoginPassword(login, password))
