@@ -189,6 +189,14 @@ def test_five_megabyte_line_streams_in_bounded_memory(server: ServerThread) -> N
                 # Whenever the session waits for input, the overlong line has been
                 # dropped down to at most the line cap.
                 parked_sizes.append(buffered)
+        # Once the input stops, the session parks; by then the line is dropped down
+        # to at most the line cap.  Each probe is a round trip through the server's
+        # loop, so the session gets to run between probes.
+        for _ in range(1000):
+            buffered, parked = server.call(inbound_state)
+            if parked:
+                parked_sizes.append(buffered)
+                break
         assert parked_sizes, "the session never waited while the line streamed"
         assert max(parked_sizes) < 4096
         client.send(b"\r\n")

@@ -295,7 +295,7 @@ class SessionProtocol(Connection):
         if isinstance(line, LineTooLong):
             await self.push("500 Command line too long")
             return
-        log.info("%r >> %r", self.session.peer, _sanitize(line))
+        log.info("%r >> %r", self.session.peer, sanitize(line))
         line = line.rstrip(b"\r")
         if not line:
             await self.push("500 Error: bad syntax")
@@ -439,7 +439,7 @@ def printable(text: str) -> str:
 _CONTROL_TEXT: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _sanitize(line: bytes) -> bytes:
+def sanitize(line: bytes) -> bytes:
     """Keep credentials out of logs: an AUTH line shows only its mechanism."""
     if line[:5].upper() == b"AUTH ":
         words = line.split(b" ")

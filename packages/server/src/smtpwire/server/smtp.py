@@ -19,6 +19,7 @@ from typing import Any
 from smtpwire.common.data import DataDecoder, DataViolation
 
 from ._auth import (
+    VALID_AUTHMECH,
     auth_login,
     auth_plain,
     authenticate,
@@ -27,6 +28,7 @@ from ._auth import (
 )
 from ._paths import PathError, parse_path, parse_verify_argument
 from ._protocol import (
+    ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
     CALL_LIMIT_DEFAULT,
     DATA_SIZE_DEFAULT,
@@ -36,6 +38,7 @@ from ._protocol import (
     auth_mechanism,
     login_always_fail,
     printable,
+    sanitize,
     ssl_facts,
     syntax,
 )
@@ -51,11 +54,13 @@ from .session import (
 )
 
 __all__ = [
+    "ALLOWED_BEFORE_STARTTLS",
     "BOGUS_LIMIT",
     "CALL_LIMIT_DEFAULT",
     "DATA_SIZE_DEFAULT",
     "MISSING",
     "SMTP",
+    "VALID_AUTHMECH",
     "AuthCallbackType",
     "AuthResult",
     "AuthenticatorType",
@@ -67,6 +72,7 @@ __all__ = [
     "__ident__",
     "auth_mechanism",
     "login_always_fail",
+    "sanitize",
     "syntax",
 ]
 
