@@ -469,6 +469,22 @@ def test_proxy_logs_refused_recipients(
     assert any("refused@example.com" in text and "550" in text for text in refusals), refusals
 
 
+def test_proxy_passes_on_the_upstream_refusal_and_final_reply(
+    upstream: tuple[Upstream, int],
+) -> None:
+    """The sender sees what the upstream said: its refusal when it took no
+    recipient (nothing relayed), and its own final reply text otherwise."""
+    handler, port = upstream
+    with serving(Proxy("127.0.0.1", port)) as front, client(front) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("anne@example.com", ["refused@example.com"], MESSAGE)
+        assert refused.value.smtp_code == 550
+        assert smtp.sendmail("anne@example.com", ["bart@example.com"], MESSAGE) == {}
+        assert smtp.noop()[0] == 250
+    assert handler.envelopes.get(timeout=WAIT)[1] == ["bart@example.com"]
+    assert handler.envelopes.empty()
+
+
 async def test_proxy_normalises_line_endings_and_inserts_the_peer(
     upstream: tuple[Upstream, int],
 ) -> None:

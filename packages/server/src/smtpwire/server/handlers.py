@@ -19,12 +19,19 @@ import logging
 import mailbox
 import os
 import queue as queue_module
-import smtplib
 import sys
 from abc import ABCMeta, abstractmethod
 from argparse import ArgumentParser
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
+from smtpwire.client.errors import (
+    SMTPException,
+    SMTPHeloError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+)
+from smtpwire.client.response import SMTPResponse
+from smtpwire.client.smtp import SMTP as SMTPClient
 from smtpwire.common import normalize_line_endings
 
 if TYPE_CHECKING:
@@ -268,22 +275,20 @@ class Queue(Message):
             return "452 4.3.1 Insufficient system storage, try again later"
 
 
-_Refusals = dict[str, tuple[int, bytes]]
-
-
 class Proxy:
-    """Relays each message to another SMTP server, adding an ``X-Peer`` header
-    with the client's address.
+    """Relays each message to another SMTP server through smtpwire.client, adding
+    an ``X-Peer`` header with the client's address.
 
-    The relay is a blocking :mod:`smtplib` session, so it runs in a worker
-    thread (aiosmtpd ran it inside the event loop, stalling every connection
-    for the length of the upstream session).  Line endings are normalised to
-    CRLF before relaying, so a bare CR or LF accepted from the client cannot end
-    the DATA section early at a lenient upstream.  Recipients the upstream
-    refused are logged on ``mail.debug``; as in aiosmtpd the client still gets
-    ``250 OK`` when some were accepted.  When none was (upstream unreachable, or
-    every recipient refused) the client gets a temporary ``451`` and keeps the
-    message to try again, where aiosmtpd answered ``250`` and lost it.
+    The relay runs on the event loop without blocking it (aiosmtpd ran a blocking
+    :mod:`smtplib` session inside the loop, stalling every connection for the
+    length of the upstream session).  Line endings are normalised to CRLF before
+    relaying, so a bare CR or LF accepted from the client cannot end the DATA
+    section early at a lenient upstream.  The sender gets the upstream's own
+    reply: its final ``250`` text, or its refusal (sender refused, every
+    recipient refused, message refused).  When the upstream cannot be reached the
+    sender gets a temporary ``451`` and keeps the message, where aiosmtpd
+    answered ``250`` and lost it.  Recipients refused while others were accepted
+    are logged on ``mail.debug``.
     """
 
     def __init__(self, remote_hostname: str, remote_port: int) -> None:
@@ -292,37 +297,46 @@ class Proxy:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = _with_peer_header(normalize_line_endings(_raw_content(envelope)), session.peer)
-        # Copy what the thread needs: the server may reuse or reset the envelope.
         recipients = list(envelope.rcpt_tos)
-        refused = await asyncio.to_thread(
-            self._deliver, envelope.mail_from or "<>", recipients, data, _wanted_options(envelope)
-        )
+        try:
+            refused, message = await self._relay(
+                envelope.mail_from or "", recipients, data, _wanted_options(envelope)
+            )
+        except SMTPRecipientsRefused as error:
+            log.info("we got some refusals: %s", error.recipients)
+            first = error.recipients[0]
+            return _one_line(first.code, first.message)
+        except SMTPResponseException as error:
+            log.info("the upstream refused the message: %s %s", error.code, error.message)
+            return _one_line(error.code, error.message)
+        except (OSError, SMTPException) as error:
+            log.exception("Proxy: relaying to %s:%s failed", self._hostname, self._port)
+            log.info("we got some refusals: %s", dict.fromkeys(recipients, (-1, str(error))))
+            return "451 4.4.0 Error: relaying to the upstream server failed, try again later"
         if refused:
             log.info("we got some refusals: %s", refused)
-        if recipients and set(recipients) <= set(refused):
-            return "451 4.4.0 Error: relaying to the upstream server failed, try again later"
-        return "250 OK"
+        return _one_line(250, message)
 
-    def _deliver(
-        self, mail_from: str, rcpt_tos: list[str], data: bytes, options: list[str]
-    ) -> _Refusals:
-        try:
-            with smtplib.SMTP(self._hostname, self._port, timeout=PROXY_TIMEOUT) as client:
-                client.ehlo_or_helo_if_needed()
-                # BODY=8BITMIME only where understood; SMTPUTF8 always, since
-                # smtplib needs it to send non-ASCII addresses and an upstream
-                # without it must refuse such mail.
-                if not client.has_extn("8bitmime"):
-                    options = [option for option in options if option != "BODY=8BITMIME"]
-                return client.sendmail(mail_from, rcpt_tos, data, options)
-        except smtplib.SMTPRecipientsRefused as error:
-            return dict(error.recipients)
-        except (OSError, smtplib.SMTPException) as error:
-            log.exception("Proxy: relaying to %s:%s failed", self._hostname, self._port)
-            code: int = getattr(error, "smtp_code", -1)
-            text: Any = getattr(error, "smtp_error", b"ignore")
-            reason = text if isinstance(text, bytes) else str(text).encode()
-            return dict.fromkeys(rcpt_tos, (code, reason))
+    async def _relay(
+        self, mail_from: str, recipients: list[str], data: bytes, options: list[str]
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        client = SMTPClient(
+            hostname=self._hostname, port=self._port, start_tls=False, timeout=PROXY_TIMEOUT
+        )
+        async with client:
+            try:
+                await client.ehlo()
+            except SMTPHeloError:
+                await client.helo()
+            if not client.supports_extension("8bitmime"):
+                options = [option for option in options if option != "BODY=8BITMIME"]
+            return await client.sendmail(mail_from, recipients, data, mail_options=options)
+
+
+def _one_line(code: int, message: str) -> str:
+    """A reply line from an upstream reply (a multi-line text joined with spaces)."""
+    text = " ".join(message.split("\n")).strip()
+    return f"{code} {text}" if text else str(code)
 
 
 def _raw_content(envelope: Envelope) -> bytes:
@@ -350,8 +364,8 @@ def _with_peer_header(data: bytes, peer: PeerType) -> bytes:
 
 
 def _wanted_options(envelope: Envelope) -> list[str]:
-    """The MAIL parameters that still hold for the relayed copy (SIZE is
-    smtplib's own business)."""
+    """The MAIL parameters that still hold for the relayed copy (the client
+    computes SIZE itself)."""
     options = []
     if envelope.smtp_utf8 or "SMTPUTF8" in envelope.mail_options:
         options.append("SMTPUTF8")

@@ -1,0 +1,167 @@
+"""The client's byte mover: writes commands, hands complete replies to whoever
+waits for them, in order.
+
+Replies are parsed incrementally by smtpwire.common's :class:`ReplyParser` with
+its caps (8 KiB per line, 32 KiB per reply).  The protocol counts how many
+replies the client expects; a reply nobody asked for (a server talking out of
+turn, or a man in the middle pre-staging text) is dropped instead of being
+paired with the next command.  Several replies can be awaited at once, which is
+what pipelining needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Final
+
+from smtpwire.common.errors import ReplyError, ReplyTooLongError
+from smtpwire.common.limits import REPLY_CAP, REPLY_LINE_CAP
+from smtpwire.common.replies import ReplyParser, SMTPReply
+
+from .errors import SMTPResponseException, SMTPServerDisconnected
+
+__all__ = ["MAX_LINE_LENGTH", "MAX_RESPONSE_LENGTH", "SMTPProtocol"]
+
+MAX_LINE_LENGTH: Final = REPLY_LINE_CAP
+MAX_RESPONSE_LENGTH: Final = REPLY_CAP
+
+
+class SMTPProtocol(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = ReplyParser(
+            max_line_length=MAX_LINE_LENGTH, max_reply_length=MAX_RESPONSE_LENGTH
+        )
+        self._replies: collections.deque[SMTPReply] = collections.deque()
+        self._expected = 1  # the greeting
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writing_paused = False
+        self.quit_sent = False
+        self.closed = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            replies = self._parser.feed(data)
+        except ReplyTooLongError:
+            self._fail(SMTPResponseException(-1, "Response too long"))
+            return
+        except ReplyError as error:
+            self._fail(SMTPResponseException(-1, f"Malformed SMTP response line: {error}"))
+            return
+        for reply in replies:
+            if self._expected > 0:
+                self._expected -= 1
+                self._replies.append(reply)
+            # else: unsolicited; pairing it with the next command would shift every reply.
+        if self._replies:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(self._disconnected())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        self._fail(self._disconnected(exc))
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._disconnected(exc))
+            waiter.exception()  # retrieved: nobody may be awaiting it any more
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- for the client ------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing() and not self.closed
+
+    def write(self, data: bytes) -> None:
+        if not self.is_connected:
+            raise SMTPServerDisconnected("Server not connected")
+        assert self.transport is not None  # noqa: S101 - checked just above
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is full (streaming a large message)."""
+        if self._writing_paused and self.is_connected:
+            waiter = self._loop.create_future()
+            self._drain_waiter = waiter
+            await waiter
+
+    def expect(self, count: int) -> None:
+        """Announce ``count`` more replies (call before writing their commands)."""
+        self._expected += count
+
+    async def read_replies(self, count: int) -> list[SMTPReply]:
+        """The next ``count`` replies, in order; raises when the connection fails."""
+        replies: list[SMTPReply] = []
+        while len(replies) < count:
+            while self._replies and len(replies) < count:
+                replies.append(self._replies.popleft())
+            if len(replies) == count:
+                break
+            if self._error is not None:
+                raise self._error
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return replies
+
+    async def read_reply(self) -> SMTPReply:
+        return (await self.read_replies(1))[0]
+
+    def discard_buffered(self) -> None:
+        """Forget replies and partial input: after STARTTLS's 220, anything already
+        received is plaintext a man in the middle could have injected."""
+        self._replies.clear()
+        self._parser.reset()
+        self._expected = 0
+
+    def reset_expectations(self) -> None:
+        self._expected = 0
+        self._replies.clear()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _disconnected(self, exc: Exception | None = None) -> Exception:
+        if self.quit_sent:
+            return _QuitAcknowledged("Connection closed after QUIT")
+        message = "Connection lost" if exc is None else f"Connection lost: {exc}"
+        return SMTPServerDisconnected(message)
+
+    def _fail(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _QuitAcknowledged(SMTPServerDisconnected):
+    """The server closed after QUIT without a reply; that is as good as 221."""
