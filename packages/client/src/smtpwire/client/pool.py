@@ -3,8 +3,9 @@
 aiosmtplib leaves this to the application (its issue #45); opening a connection
 per message costs a TCP (and often TLS) handshake, a greeting and an EHLO.  The
 pool keeps at most ``max_connections`` open, hands each send a connection of its
-own, checks an idle connection with RSET before reusing it (so a connection the
-server dropped while idle is replaced, not failed on), retires a connection after
+own, checks a connection idle for more than ``check_after`` seconds with RSET
+before reusing it (so a connection the server dropped while idle is replaced,
+not failed on), retires a connection after
 ``max_messages_per_connection`` messages or ``idle_timeout`` seconds idle, and
 closes everything on ``close()`` / ``async with`` exit.
 
@@ -58,6 +59,7 @@ class SMTPPool:
         max_connections: int = 10,
         max_messages_per_connection: int = 100,
         idle_timeout: float = 60.0,
+        check_after: float = 1.0,
         **smtp_options: Any,
     ) -> None:
         if max_connections < 1:
@@ -67,6 +69,7 @@ class SMTPPool:
         self.max_connections = max_connections
         self.max_messages_per_connection = max_messages_per_connection
         self.idle_timeout = idle_timeout
+        self.check_after = check_after
         self._smtp_options = smtp_options
         SMTP(**smtp_options)  # refuse a bad configuration now, not at the first send
         self._slots: asyncio.Semaphore | None = None
@@ -152,9 +155,14 @@ class SMTPPool:
         now = time.monotonic()
         while self._idle:
             entry = self._idle.pop()
-            if now - entry.since > self.idle_timeout or not entry.client.is_connected:
+            idle_for = now - entry.since
+            if idle_for > self.idle_timeout or not entry.client.is_connected:
                 await _quit(entry.client)
                 continue
+            if idle_for < self.check_after:
+                # Just used and still open (a close by the server would have been
+                # seen): a check would only add a round trip per message.
+                return entry.client, entry.sent
             try:
                 await entry.client.rset()
             except (*_BROKEN, SMTPResponseException):
