@@ -101,6 +101,10 @@ class SMTPProtocol(asyncio.Protocol):
         assert self.transport is not None  # noqa: S101 - checked just above
         self.transport.write(data)
 
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused
+
     async def drain(self) -> None:
         """Wait while the transport's write buffer is full (streaming a large message)."""
         if self._writing_paused and self.is_connected:
@@ -112,23 +116,37 @@ class SMTPProtocol(asyncio.Protocol):
         """Announce ``count`` more replies (call before writing their commands)."""
         self._expected += count
 
-    async def read_replies(self, count: int) -> list[SMTPReply]:
-        """The next ``count`` replies, in order; raises when the connection fails."""
+    async def read_replies(self, count: int, timeout: float | None = None) -> list[SMTPReply]:
+        """The next ``count`` replies, in order; raises when the connection fails,
+        and :class:`asyncio.TimeoutError` when they take longer than ``timeout``
+        (a timer on the loop: no task per read, unlike ``asyncio.wait_for``)."""
         replies: list[SMTPReply] = []
-        while len(replies) < count:
-            while self._replies and len(replies) < count:
-                replies.append(self._replies.popleft())
-            if len(replies) == count:
-                break
-            if self._error is not None:
-                raise self._error
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while len(replies) < count:
+                while self._replies and len(replies) < count:
+                    replies.append(self._replies.popleft())
+                if len(replies) == count:
+                    break
+                if self._error is not None:
+                    raise self._error
+                if timer is None and timeout is not None:
+                    timer = self._loop.call_later(timeout, self._time_out)
+                waiter = self._loop.create_future()
+                self._waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+        finally:
+            if timer is not None:
+                timer.cancel()
         return replies
+
+    def _time_out(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(asyncio.TimeoutError())
 
     async def read_reply(self) -> SMTPReply:
         return (await self.read_replies(1))[0]

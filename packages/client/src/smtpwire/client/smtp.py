@@ -283,7 +283,7 @@ class SMTP(AuthMixin):
         self, protocol: SMTPProtocol, count: int, timeout: float | None
     ) -> list[SMTPReply]:
         try:
-            return await asyncio.wait_for(protocol.read_replies(count), timeout)
+            return await protocol.read_replies(count, timeout)
         except asyncio.TimeoutError as error:
             # A late reply would pair with the next command: the connection is done.
             self.close()
@@ -328,7 +328,8 @@ class SMTP(AuthMixin):
         try:
             async for chunk in stream.chunks():
                 protocol.write(chunk)
-                await asyncio.wait_for(protocol.drain(), timeout)
+                if protocol.writing_paused:
+                    await asyncio.wait_for(protocol.drain(), timeout)
         except asyncio.TimeoutError as error:
             self.close()
             raise SMTPTimeoutError("Timed out sending the message") from error
