@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import SMTPConnectError, SMTPConnectTimeoutError
 from .protocol import SMTPProtocol
@@ -71,7 +74,7 @@ async def open_connection(
                 ssl=tls_context, server_hostname=server_hostname,
                 ssl_handshake_timeout=handshake_timeout,
             )  # fmt: skip
-        transport, protocol = await asyncio.wait_for(connecting, timeout)
+        transport, protocol = await _within(connecting, timeout)
     except asyncio.TimeoutError as error:
         raise SMTPConnectTimeoutError(
             f"Timed out connecting to {target.hostname} on port {target.port}"
@@ -81,3 +84,25 @@ async def open_connection(
             f"Error connecting to {target.hostname} on port {target.port}: {error}"
         ) from error
     return transport, protocol
+
+
+async def _within(
+    coroutine: Coroutine[Any, Any, tuple[asyncio.Transport, SMTPProtocol]], timeout: float | None
+) -> tuple[asyncio.Transport, SMTPProtocol]:
+    """``wait_for`` without its flaw on Python 3.10/3.11, where a cancellation that
+    arrives as the connection completes is swallowed."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            transport, _protocol = await task
+            transport.abort()
+        raise
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise asyncio.TimeoutError
+    return task.result()

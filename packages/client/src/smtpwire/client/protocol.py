@@ -42,6 +42,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._writing_paused = False
         self.quit_sent = False
         self.closed = False
+        self._timed_out = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class SMTPProtocol(asyncio.Protocol):
         (a timer on the loop: no task per read, unlike ``asyncio.wait_for``)."""
         replies: list[SMTPReply] = []
         timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
         try:
             while len(replies) < count:
                 while self._replies and len(replies) < count:
@@ -138,15 +140,18 @@ class SMTPProtocol(asyncio.Protocol):
                     await waiter
                 finally:
                     self._waiter = None
+                if self._timed_out:
+                    # Checked after every wake-up: the timer may fire in the same
+                    # loop iteration as a reply that already woke the reader.
+                    raise asyncio.TimeoutError
         finally:
             if timer is not None:
                 timer.cancel()
         return replies
 
     def _time_out(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(asyncio.TimeoutError())
+        self._timed_out = True
+        self._wake()
 
     async def read_reply(self) -> SMTPReply:
         return (await self.read_replies(1))[0]

@@ -244,8 +244,22 @@ class SMTP(AuthMixin):
 
     def close(self) -> None:
         """Close the connection now (no QUIT)."""
+        self._drop(abort=False)
+
+    def _abort(self) -> None:
+        """Drop the connection without flushing: after a timeout, a cancellation or
+        a garbled reply, unsent bytes must not go out and a stalled peer must not
+        keep the socket open."""
+        self._drop(abort=True)
+
+    def _drop(self, *, abort: bool) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        elif self.transport is not None and abort:
+            self.transport.abort()
         self.transport = None
         self.protocol = None
         self._reset_server_state()
@@ -263,8 +277,8 @@ class SMTP(AuthMixin):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(exc, ConnectionError | TimeoutError):
-            self.close()
+        if isinstance(exc, ConnectionError | TimeoutError | asyncio.CancelledError):
+            self._abort()
             return
         try:
             if self.is_connected:
@@ -286,7 +300,7 @@ class SMTP(AuthMixin):
             return await protocol.read_replies(count, timeout)
         except asyncio.TimeoutError as error:
             # A late reply would pair with the next command: the connection is done.
-            self.close()
+            self._abort()
             raise SMTPReadTimeoutError("Timed out waiting for server response") from error
         except SMTPServerDisconnected:
             if protocol.quit_sent:
@@ -294,7 +308,7 @@ class SMTP(AuthMixin):
             self.close()
             raise
         except SMTPResponseException:
-            self.close()  # malformed or oversized reply: the stream is out of step
+            self._abort()  # malformed or oversized reply: the stream is out of step
             raise
 
     async def _exchange(
@@ -314,12 +328,17 @@ class SMTP(AuthMixin):
         count = len(lines) if replies is None else replies
         wait = self._timeout(timeout)
         async with self._command_lock:
-            protocol.expect(count)
-            if lines:
-                protocol.write(b"".join(lines))
-            if stream is not None:
-                await self._write_stream(protocol, stream, wait)
-            replies_read = await self._read(protocol, count, wait)
+            try:
+                protocol.expect(count)
+                if lines:
+                    protocol.write(b"".join(lines))
+                if stream is not None:
+                    await self._write_stream(protocol, stream, wait)
+                replies_read = await self._read(protocol, count, wait)
+            except asyncio.CancelledError:
+                # The replies still on their way would answer the next commands.
+                self._abort()
+                raise
         return self._after_replies(replies_read)
 
     async def _write_stream(
@@ -331,11 +350,11 @@ class SMTP(AuthMixin):
                 if protocol.writing_paused:
                     await asyncio.wait_for(protocol.drain(), timeout)
         except asyncio.TimeoutError as error:
-            self.close()
+            self._abort()
             raise SMTPTimeoutError("Timed out sending the message") from error
         except BaseException:
             # Half a message is on the wire: the connection cannot be used again.
-            self.close()
+            self._abort()
             raise
 
     def _after_replies(self, replies: list[SMTPReply]) -> list[SMTPReply]:
@@ -525,6 +544,9 @@ class SMTP(AuthMixin):
         await self._ehlo_or_helo_if_needed()
         if not self.supports_extension("starttls"):
             raise SMTPException("SMTP STARTTLS extension not supported by server.")
+        # Built first: no await may come between discarding the plaintext after
+        # the 220 and handing the transport to TLS.
+        context = await self._tls_context()
         response = await self._command(b"STARTTLS\r\n", timeout)
         if response.code != 220:
             raise SMTPResponseException(response.code, response.message)
@@ -534,7 +556,6 @@ class SMTP(AuthMixin):
         # Plaintext received after the 220 may be a man in the middle's pre-staged
         # "replies" (aiosmtplib's GHSA-vxj7-4xrp-5vr4): never read it as TLS replies.
         protocol.discard_buffered()
-        context = await self._tls_context()
         try:
             tls_transport = await asyncio.get_running_loop().start_tls(
                 transport, protocol, context, server_side=False,
@@ -576,7 +597,13 @@ class SMTP(AuthMixin):
         rcpt_opts = list(rcpt_options or ())
         payload = Payload(message)
         utf8 = "SMTPUTF8" in (option.upper() for option in options)
-        # Every line is built (and so checked) before anything is written.
+        # Every address is checked before anything (even EHLO) is written, every
+        # line built before any is.
+        for address in (sender, *recipient_list):
+            try:
+                _bare(address)
+            except ValueError as error:
+                raise ValueError(f"invalid address {address!r}: {error}") from error
         await self._ehlo_or_helo_if_needed()
         if utf8 and not self.supports_extension("smtputf8"):
             raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
@@ -635,8 +662,10 @@ class SMTP(AuthMixin):
         replies = [SMTPResponse.from_reply(reply) for reply in await self._exchange(lines, timeout)]
         sender, recipients = transaction.sender, transaction.recipients
         mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
-        if data_reply.code == 354 and (
-            mail_reply.code != 250 or all(r.code not in (250, 251) for r in rcpt_replies)
+        if (
+            data_reply.code == 354
+            and self.is_connected
+            and (mail_reply.code != 250 or all(r.code not in (250, 251) for r in rcpt_replies))
         ):
             # The server took DATA although the transaction failed (RFC 2920 3.1):
             # end it with an empty message it will refuse.
