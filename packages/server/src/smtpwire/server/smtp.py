@@ -239,7 +239,10 @@ class SMTP(SessionProtocol):
 
     async def _start_tls(self, context: ssl.SSLContext) -> None:
         # Whatever the client sent after STARTTLS arrived in plaintext and must
-        # never be executed (CVE-2011-0411, aiosmtpd's CVE-2024-34083).
+        # never be executed (CVE-2011-0411, aiosmtpd's CVE-2024-34083).  No await
+        # comes between this and start_tls taking the transport over, and from
+        # then on every byte received is decrypted: nothing is discarded later,
+        # or the client's first command over TLS could be lost.
         await self._flush_and_drain()
         self._discard_input()
         transport = self.transport
@@ -252,7 +255,6 @@ class SMTP(SessionProtocol):
             raise TLSSetupException("TLS handshake failed") from error
         if tls_transport is None:  # pragma: no cover - only when the loop is closing
             raise TLSSetupException("TLS handshake did not complete")
-        self._discard_input()
         self.transport = tls_transport
         self._over_tls = True
         peer = self._describe_peer()
