@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final, Protocol, TypeAlias, runtime_checkable
 
-from smtpwire.common.data import DataEncoder, encode_data
+from smtpwire.common.data import DataEncoder, encode_data, normalize_line_endings
 
 __all__ = ["MessageSource", "Payload"]
 
@@ -30,20 +30,24 @@ MessageSource: TypeAlias = str | bytes | bytearray | memoryview | _Readable | As
 class Payload:
     """``encoded`` is set for an in-memory message; a stream has ``encoded`` None."""
 
-    __slots__ = ("_source", "encoded")
+    __slots__ = ("_source", "encoded", "size")
 
     def __init__(self, source: MessageSource | Iterable[bytes]) -> None:
         self._source = source
         self.encoded: bytes | None = None
-        if isinstance(source, str):
-            self.encoded = encode_data(source.encode("ascii"))
-        elif isinstance(source, bytes | bytearray | memoryview):
-            self.encoded = encode_data(bytes(source))
-
-    @property
-    def size(self) -> int | None:
-        """The message size for SIZE= (octets before stuffing), when known."""
-        return None if self.encoded is None else max(len(self.encoded) - 3, 0)
+        # The size for SIZE= (RFC 1870: CRLF line endings, stuffing dots not
+        # counted), known for an in-memory message only.
+        self.size: int | None = None
+        if isinstance(source, str | bytes | bytearray | memoryview):
+            raw = source.encode("ascii") if isinstance(source, str) else bytes(source)
+            content = normalize_line_endings(raw)
+            if content and not content.endswith(b"\r\n"):
+                content += b"\r\n"
+            self.size = len(content)
+            self.encoded = encode_data(content)
+        elif not isinstance(source, _Readable | AsyncIterable | Iterable):
+            # Refused now, before any command of the transaction is written.
+            raise TypeError(f"cannot send a message of type {type(source).__name__}")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.encoded is not None:

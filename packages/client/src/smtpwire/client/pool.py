@@ -76,7 +76,6 @@ class SMTPPool:
         self._idle: list[_Idle] = []
         self._sent: dict[int, int] = {}
         self._closed = False
-        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def idle_connections(self) -> int:
@@ -128,7 +127,7 @@ class SMTPPool:
         """QUIT every idle connection; connections in use close when their send ends."""
         self._closed = True
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(_quit(entry.client) for entry in idle), *self._retiring)
+        await asyncio.gather(*(_quit(entry.client) for entry in idle))
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[SMTP]:
@@ -143,13 +142,13 @@ class SMTPPool:
             except _REFUSALS:
                 # This message was refused; the connection is still in step (sendmail
                 # sent RSET) if it is still connected.
-                self._checkin(client, sent)
+                await self._checkin(client, sent)
                 raise
             except BaseException:
                 # Broken or cancelled halfway: the connection may be out of step.
                 client.close()
                 raise
-            self._checkin(client, sent + 1)
+            await self._checkin(client, sent + 1)
 
     async def _checkout(self) -> tuple[SMTP, int]:
         now = time.monotonic()
@@ -173,11 +172,11 @@ class SMTPPool:
         await client.connect()
         return client, 0
 
-    def _checkin(self, client: SMTP, sent: int) -> None:
+    async def _checkin(self, client: SMTP, sent: int) -> None:
         if self._closed or not client.is_connected or sent >= self.max_messages_per_connection:
-            task = asyncio.ensure_future(_quit(client))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            # Retired while its slot is still held, so the server never sees more
+            # than max_connections connections at once.
+            await _quit(client)
             return
         self._idle.append(_Idle(client, time.monotonic(), sent))
 
