@@ -41,6 +41,12 @@ class AuthMixin:
     def supports_extension(self, extension: str, /) -> bool:
         raise NotImplementedError
 
+    def get_transport_info(self, key: str) -> object:
+        raise NotImplementedError
+
+    def _over_tls(self) -> bool:
+        return self.get_transport_info("sslcontext") is not None
+
     @property
     def supported_auth_methods(self) -> list[str]:
         return [method for method in self.AUTH_METHODS if method in self.server_auth_methods]
@@ -59,10 +65,8 @@ class AuthMixin:
         sides support and that succeeds; or XOAUTH2 when a token generator is set."""
         await self._ehlo_or_helo_if_needed()
         if not self.supports_extension("auth"):
-            raise SMTPException(
-                "The SMTP AUTH extension is not supported by this server. "
-                "Try connecting via TLS (or STARTTLS)."
-            )
+            hint = "" if self._over_tls() else " Try connecting via TLS (or STARTTLS)."
+            raise SMTPException(f"The SMTP AUTH extension is not supported by this server.{hint}")
         if self._oauth_token_generator is not None:
             token = await self._oauth_token_generator()
             return await self.auth_xoauth2(username, token, timeout=timeout)

@@ -64,6 +64,13 @@ class SMTPProtocol(asyncio.Protocol):
             if self._expected > 0:
                 self._expected -= 1
                 self._replies.append(reply)
+            elif reply.code == 421:
+                # The server announces it is closing (RFC 5321 section 3.8): stop
+                # using the connection now, not at the next command.
+                self.closed = True
+                self._fail(SMTPServerDisconnected(f"Server closing: {reply.code} {reply.message}"))
+                if self.transport is not None:
+                    self.transport.close()
             # else: unsolicited; pairing it with the next command would shift every reply.
         if self._replies:
             self._wake()

@@ -442,13 +442,31 @@ class SMTP(AuthMixin):
         self, address: str, /, *, options: Iterable[str] | None = None,
         timeout: DefaultNumType = _default,
     ) -> SMTPResponse:  # fmt: skip
-        return await self._expect(_path_command("VRFY", address, options), (250, 251, 252), timeout)
+        line = await self._path_command("VRFY", address, options)
+        return await self._expect(line, (250, 251, 252), timeout)
 
     async def expn(
         self, address: str, /, *, options: Iterable[str] | None = None,
         timeout: DefaultNumType = _default,
     ) -> SMTPResponse:  # fmt: skip
-        return await self._expect(_path_command("EXPN", address, options), (250,), timeout)
+        line = await self._path_command("EXPN", address, options)
+        return await self._expect(line, (250,), timeout)
+
+    async def _path_command(self, verb: str, address: str, options: Iterable[str] | None) -> bytes:
+        """VRFY/EXPN: a non-ASCII address needs the SMTPUTF8 option, and the
+        option needs the extension (checked before anything is sent)."""
+        given = list(options or ())
+        mailbox = _bare(address)
+        if "SMTPUTF8" in (option.upper() for option in given):
+            await self._ehlo_or_helo_if_needed()
+            if not self.supports_extension("smtputf8"):
+                raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        else:
+            mailbox.encode("ascii")  # UnicodeEncodeError, as aiosmtplib raises
+        try:
+            return format_command(verb, mailbox, *given)
+        except ProtocolError as error:
+            raise ValueError(f"invalid address {address!r}: {error}") from error
 
     def _mail_line(self, sender: str, options: Iterable[str], encoding: str) -> bytes:
         utf8 = encoding.lower().replace("-", "") == "utf8" or "SMTPUTF8" in options
@@ -738,7 +756,8 @@ class _Transaction:
 
 
 def _raise_if_all_refused(refused: dict[str, SMTPResponse], recipients: list[str]) -> None:
-    if recipients and len(refused) == len(recipients):
+    # No recipient at all counts as all refused (aiosmtplib raises the same).
+    if len(refused) == len(recipients):
         raise SMTPRecipientsRefused(
             [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
         )
@@ -751,13 +770,6 @@ def _bare(address: str) -> str:
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
     return parse_address(text)
-
-
-def _path_command(verb: str, address: str, options: Iterable[str] | None) -> bytes:
-    try:
-        return format_command(verb, _bare(address), *(options or ()))
-    except ProtocolError as error:
-        raise ValueError(f"invalid address {address!r}: {error}") from error
 
 
 def _checked_hostname(name: str) -> str:
