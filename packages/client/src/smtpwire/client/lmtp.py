@@ -11,9 +11,10 @@ from __future__ import annotations
 from smtpwire.common.commands import format_command
 from smtpwire.common.extensions import parse_ehlo_reply
 
+from ._base import Transaction, checked_hostname
 from .errors import SMTPHeloError, SMTPRecipientRefused, SMTPRecipientsRefused
 from .response import SMTPResponse
-from .smtp import SMTP, _checked_hostname, _Transaction
+from .smtp import SMTP
 from .typing import DefaultNumType, _default
 
 __all__ = ["LMTP"]
@@ -24,7 +25,7 @@ class LMTP(SMTP):
         self, *, hostname: str | None = None, timeout: DefaultNumType = _default
     ) -> SMTPResponse:
         """LHLO: LMTP's EHLO."""
-        name = _checked_hostname(hostname or self.local_hostname or "localhost")
+        name = checked_hostname(hostname or self.local_hostname or "localhost")
         replies = await self._exchange([format_command("LHLO", name)], timeout)
         response = SMTPResponse.from_reply(replies[0])
         if response.code != 250:
@@ -39,7 +40,7 @@ class LMTP(SMTP):
         return await self.ehlo(hostname=hostname, timeout=timeout)
 
     async def _deliver_payload(
-        self, transaction: _Transaction, refused: dict[str, SMTPResponse], timeout: DefaultNumType
+        self, transaction: Transaction, refused: dict[str, SMTPResponse], timeout: DefaultNumType
     ) -> tuple[dict[str, SMTPResponse], str]:
         accepted = [address for address in transaction.recipients if address not in refused]
         replies = await self._exchange(
