@@ -67,6 +67,7 @@ class ClientBase(AuthMixin):
         socket_path: SocketPathType | None = None,
         sock: socket.socket | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        chunking: bool = False,
     ) -> None:
         self.hostname = hostname
         self.port = port
@@ -86,6 +87,9 @@ class ClientBase(AuthMixin):
         self.socket_path = socket_path
         self.sock = sock
         self.loop = loop
+        # Send with BDAT (RFC 3030) when the server offers CHUNKING: no
+        # dot-stuffing, and with PIPELINING a single round trip per message.
+        self.chunking = chunking
         if loop is not None:
             warnings.warn(
                 "The loop argument is deprecated and ignored: the client uses the running loop",

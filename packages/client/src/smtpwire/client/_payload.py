@@ -28,26 +28,37 @@ MessageSource: TypeAlias = str | bytes | bytearray | memoryview | _Readable | As
 
 
 class Payload:
-    """``encoded`` is set for an in-memory message; a stream has ``encoded`` None."""
+    """``content`` (CRLF line endings, not stuffed: what BDAT sends) is set for an
+    in-memory message; a stream has ``content`` None."""
 
-    __slots__ = ("_source", "encoded", "size")
+    __slots__ = ("_encoded", "_source", "content")
 
     def __init__(self, source: MessageSource | Iterable[bytes]) -> None:
         self._source = source
-        self.encoded: bytes | None = None
-        # The size for SIZE= (RFC 1870: CRLF line endings, stuffing dots not
-        # counted), known for an in-memory message only.
-        self.size: int | None = None
+        self._encoded: bytes | None = None
+        self.content: bytes | None = None
         if isinstance(source, str | bytes | bytearray | memoryview):
             raw = source.encode("ascii") if isinstance(source, str) else bytes(source)
             content = normalize_line_endings(raw)
             if content and not content.endswith(b"\r\n"):
                 content += b"\r\n"
-            self.size = len(content)
-            self.encoded = encode_data(content)
+            self.content = content
         elif not isinstance(source, _Readable | AsyncIterable | Iterable):
             # Refused now, before any command of the transaction is written.
             raise TypeError(f"cannot send a message of type {type(source).__name__}")
+
+    @property
+    def size(self) -> int | None:
+        """The size for SIZE= (RFC 1870: CRLF line endings, stuffing dots not
+        counted), known for an in-memory message only."""
+        return None if self.content is None else len(self.content)
+
+    @property
+    def encoded(self) -> bytes | None:
+        """The DATA form (stuffed and terminated) of an in-memory message."""
+        if self._encoded is None and self.content is not None:
+            self._encoded = encode_data(self.content)
+        return self._encoded
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.encoded is not None:

@@ -249,6 +249,8 @@ class SMTP(ClientBase):
             payload,
         )
         try:
+            if self._use_bdat(transaction.payload):
+                return await self._send_chunked(transaction, timeout)
             if self.supports_extension("pipelining"):
                 return await self._send_pipelined(transaction, timeout)
             return await self._send_lockstep(transaction, timeout)
@@ -276,6 +278,44 @@ class SMTP(ClientBase):
         if start.code != 354:
             raise SMTPDataError(start.code, start.message)
         return await self._deliver_payload(transaction, refused, timeout)
+
+    def _use_bdat(self, payload: Payload) -> bool:
+        # BDAT needs the whole size up front; a stream goes with DATA.
+        return self.chunking and payload.content is not None and self.supports_extension("chunking")
+
+    async def _send_chunked(
+        self, transaction: Transaction, timeout: DefaultNumType
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """CHUNKING (RFC 3030): the message as one ``BDAT n LAST`` with no
+        dot-stuffing.  With PIPELINING, MAIL, every RCPT and the BDAT go in one
+        write: one round trip per message."""
+        content = transaction.payload.content
+        if content is None:  # pragma: no cover - _use_bdat checked it
+            raise SMTPException("BDAT needs the whole message")
+        bdat = f"BDAT {len(content)} LAST\r\n".encode("ascii") + content
+        lines = [transaction.mail_line, *transaction.rcpt_lines]
+        if self.supports_extension("pipelining"):
+            replies = [
+                SMTPResponse.from_reply(r) for r in await self._exchange([*lines, bdat], timeout)
+            ]
+        else:
+            replies = [await self._command(line, timeout) for line in lines]
+            if replies[0].code == 250 and any(r.code in (250, 251) for r in replies[1:]):
+                replies.append(await self._command(bdat, timeout))
+            else:
+                replies.append(SMTPResponse(503, "BDAT not sent"))
+        mail_reply, rcpt_replies, bdat_reply = replies[0], replies[1:-1], replies[-1]
+        if mail_reply.code != 250:
+            raise SMTPSenderRefused(mail_reply.code, mail_reply.message, transaction.sender)
+        refused = {
+            recipient: reply
+            for recipient, reply in zip(transaction.recipients, rcpt_replies, strict=True)
+            if reply.code not in (250, 251)
+        }
+        raise_if_all_refused(refused, transaction.recipients)
+        if bdat_reply.code != 250:
+            raise SMTPDataError(bdat_reply.code, bdat_reply.message)
+        return refused, bdat_reply.message
 
     async def _deliver_payload(
         self, transaction: Transaction, refused: dict[str, SMTPResponse], timeout: DefaultNumType
