@@ -46,6 +46,7 @@ _QUOTED_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
 # Unicode-aware, so no-break and ideographic spaces count too.
 _SMUGGLING: Final = re.compile(r'[\s<>"]')
 _DISPLAY_SPECIALS: Final = re.compile(r"[<>@,;]")
+_ANGLE: Final = re.compile(r"[<>]")
 _TRAILING_COMMENT: Final = re.compile(r"\s*\((?:[^()\\]|\\.)*\)\s*")
 _CTE_TYPES: Final = ("7bit", "8bit")
 _SMTPUTF8_NOT_SUPPORTED: Final = (
@@ -73,6 +74,20 @@ def parse_address(address: str) -> str:
     text = address.strip()
     if not text:
         return ""
+    angle = _split_angle_form(text)
+    if angle is not None:
+        # "Name <addr>" or "<addr>", split here: the standard library's parsers
+        # treat quoted local parts differently from one Python version to the next.
+        name, path = angle
+        unquoted = _QUOTED_STRING.sub("", name)
+        # An angle bracket is the likelier smuggling attempt: name it first.
+        stray = _ANGLE.search(unquoted) or _DISPLAY_SPECIALS.search(unquoted)
+        if stray is not None:
+            raise ValueError(
+                f"invalid address {address!r}: {stray.group()!r} before the path could "
+                "smuggle an ESMTP parameter or a second path"
+            )
+        return _checked_mailbox(path, address)
     try:
         return _checked_mailbox(text, address)
     except ValueError:
@@ -113,6 +128,22 @@ def _checked_mailbox(candidate: str, original: str) -> str:
     except ProtocolError as error:
         raise ValueError(f"invalid address {original!r}: {error}") from None
     return candidate
+
+
+def _split_angle_form(text: str) -> tuple[str, str] | None:
+    """(name, addr) when ``text`` is ``name <addr>`` with the first ``<`` outside
+    quotes opening a path that runs to the end; None otherwise."""
+    in_quotes = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and in_quotes:
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == "<" and not in_quotes:
+            return (text[:index], text[index + 1 : -1]) if text.endswith(">") else None
+    return None
 
 
 def _display_form_address(text: str) -> str | None:

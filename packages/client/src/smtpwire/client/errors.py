@@ -9,6 +9,7 @@ the hierarchy is therefore aiosmtplib's, down to the ``ConnectionError`` and
 from __future__ import annotations
 
 import asyncio
+import sys
 
 __all__ = [
     "SMTPAuthenticationError",
@@ -45,8 +46,18 @@ class SMTPConnectError(SMTPException, ConnectionError):
     """The connection could not be opened."""
 
 
-class SMTPTimeoutError(SMTPException, asyncio.TimeoutError):
-    """An operation took longer than its timeout; the connection is closed."""
+if sys.version_info >= (3, 11):
+
+    class SMTPTimeoutError(SMTPException, asyncio.TimeoutError):
+        """An operation took longer than its timeout; the connection is closed."""
+
+else:
+
+    class SMTPTimeoutError(SMTPException, asyncio.TimeoutError, TimeoutError):
+        """An operation took longer than its timeout; the connection is closed.
+
+        On Python 3.10 asyncio's TimeoutError is not the built-in one; being both
+        lets ``except TimeoutError`` catch it on every version."""
 
 
 class SMTPConnectTimeoutError(SMTPTimeoutError, SMTPConnectError):

@@ -136,7 +136,9 @@ class SMTP(ClientBase):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(exc, ConnectionError | TimeoutError | asyncio.CancelledError):
+        if isinstance(
+            exc, ConnectionError | TimeoutError | asyncio.TimeoutError | asyncio.CancelledError
+        ):
             self._abort()
             return
         try:

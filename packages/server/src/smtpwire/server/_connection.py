@@ -115,7 +115,11 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._inbound.closed = True
         self._closing = True
-        self.transport = None
+        transport, self.transport = self.transport, None
+        if self._over_tls and transport is not None and not transport.is_closing():
+            # Python 3.10's TLS transport warns (ResourceWarning) when collected
+            # without close(), even after the peer closed the connection.
+            transport.close()
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
             self._timeout_handle = None
