@@ -133,6 +133,8 @@ def _checked_mailbox(candidate: str, original: str) -> str:
 def _split_angle_form(text: str) -> tuple[str, str] | None:
     """(name, addr) when ``text`` is ``name <addr>`` with the first ``<`` outside
     quotes opening a path that runs to the end; None otherwise."""
+    if "<" not in text:
+        return None  # the common bare address: no scan
     in_quotes = escaped = False
     for index, char in enumerate(text):
         if escaped:

@@ -25,7 +25,6 @@ from ._base import (
     SMTP_TLS_PORT,
     ClientBase,
     Transaction,
-    bare_mailbox,
     checked_hostname,
     raise_if_all_refused,
 )
@@ -227,13 +226,11 @@ class SMTP(ClientBase):
         rcpt_opts = list(rcpt_options or ())
         payload = Payload(message)
         utf8 = "SMTPUTF8" in (option.upper() for option in options)
-        # Every address is checked before anything (even EHLO) is written, every
-        # line built before any is.
-        for address in (sender, *recipient_list):
-            try:
-                bare_mailbox(address)
-            except ValueError as error:
-                raise ValueError(f"invalid address {address!r}: {error}") from error
+        # Every address is checked before anything (even EHLO) is written: the
+        # RCPT lines are built now; the MAIL line is built once to check it and
+        # again after EHLO, when SIZE is known.
+        rcpt_lines = [self._rcpt_line(rcpt, rcpt_opts, utf8) for rcpt in recipient_list]
+        self._mail_line(sender, options, "utf-8" if utf8 else "ascii")
         await self._ehlo_or_helo_if_needed()
         if utf8 and not self.supports_extension("smtputf8"):
             raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
@@ -247,7 +244,7 @@ class SMTP(ClientBase):
             sender,
             recipient_list,
             self._mail_line(sender, options, "utf-8" if utf8 else "ascii"),
-            [self._rcpt_line(rcpt, rcpt_opts, utf8) for rcpt in recipient_list],
+            rcpt_lines,
             payload,
         )
         try:
