@@ -20,6 +20,7 @@ import pytest
 
 import smtpwire.client as aiosmtplib
 from smtpwire.server.smtp import SMTP as ServerSMTP
+from support.client_harness import make_client
 from support.server import ServerThread, serving
 
 HOST = "testhost"
@@ -101,12 +102,6 @@ def smtp_server(
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
-
-
-def make_client(server: ServerThread, **kwargs: Any) -> aiosmtplib.SMTP:
-    kwargs.setdefault("local_hostname", "client.test")
-    kwargs.setdefault("timeout", WAIT)
-    return aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, **kwargs)
 
 
 def chunks(server: ServerThread, index: int = 0) -> list[bytes]:

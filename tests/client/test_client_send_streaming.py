@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-import smtpwire.client as aiosmtplib
 from smtpwire.server.smtp import SMTP as ServerSMTP
+from support.client_harness import make_client
 from support.server import ServerThread, serving
 
 HOST = "testhost"
@@ -102,12 +102,6 @@ def sink() -> Sink:
 def server(sink: Sink) -> Iterator[ServerThread]:
     with smtp_server(sink) as running:
         yield running
-
-
-def make_client(server: ServerThread, **kwargs: Any) -> aiosmtplib.SMTP:
-    kwargs.setdefault("local_hostname", "client.test")
-    kwargs.setdefault("timeout", WAIT)
-    return aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, **kwargs)
 
 
 def wire(server: ServerThread, index: int = 0) -> bytes:

@@ -21,7 +21,16 @@ import pytest
 
 from smtpwire.common.replies import ReplyParser
 from smtpwire.server.smtp import SMTP
-from support.server import WAIT, Delivered, RawClient, Recorder, ServerThread, serving, text
+from support.server import (
+    WAIT,
+    Delivered,
+    RawClient,
+    Recorder,
+    ServerThread,
+    read_until_eof,
+    serving,
+    text,
+)
 
 HOST = "testhost"
 GREETING = f"220 {HOST} Python SMTP 1.4.6"
@@ -103,22 +112,6 @@ def reset_abruptly(sock: socket.socket) -> None:
     """Close with SO_LINGER 0: the peer gets a RST instead of a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (bounded by the socket timeout)."""
-    received = bytearray()
-    for _ in range(100_000):
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        received += data
-    else:
-        pytest.fail("the server never closed the connection")
-    return bytes(received)
 
 
 # --- command lines -----------------------------------------------------------------------

@@ -20,7 +20,16 @@ from hypothesis import strategies as st
 
 from smtpwire.common.replies import ReplyParser
 from smtpwire.server.smtp import SMTP
-from support.server import WAIT, Delivered, RawClient, Recorder, ServerThread, serving, text
+from support.server import (
+    WAIT,
+    Delivered,
+    RawClient,
+    Recorder,
+    ServerThread,
+    read_until_eof,
+    serving,
+    text,
+)
 
 HOST = "testhost"
 GREETING = f"220 {HOST} Python SMTP 1.4.6"
@@ -97,21 +106,6 @@ def wait_for_sessions(server: ServerThread) -> None:
     failures = asyncio.run_coroutine_threadsafe(outcome(), server.loop).result(WAIT + 1)
     assert failures == []
     assert server.tasks_pending() == 0
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    received = bytearray()
-    for _ in range(1_000_000):
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        received += data
-    else:
-        pytest.fail("the server never closed the connection")
-    return bytes(received)
 
 
 def nothing_arrives(sock: socket.socket, seconds: float) -> bool:

@@ -181,3 +181,20 @@ def text(reply: SMTPReply) -> str:
     """A one-line reply as it was sent: ``"250 OK"``."""
     assert len(reply.lines) == 1, reply
     return f"{reply.code} {reply.lines[0]}"
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (each read bounded by the
+    socket's timeout, the number of reads by a cap)."""
+    received = bytearray()
+    for _ in range(1_000_000):
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        received += data
+    else:
+        raise AssertionError("the server never closed the connection")
+    return bytes(received)
