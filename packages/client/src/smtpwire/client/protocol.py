@@ -170,10 +170,6 @@ class SMTPProtocol(asyncio.Protocol):
         self._parser.reset()
         self._expected = 0
 
-    def reset_expectations(self) -> None:
-        self._expected = 0
-        self._replies.clear()
-
     # -- internals ------------------------------------------------------------------------
 
     def _disconnected(self, exc: Exception | None = None) -> Exception:
