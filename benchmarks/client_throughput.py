@@ -96,7 +96,7 @@ async def aiosmtplib_ten(port: int, count: int) -> None:
 def smtp_source(sessions: int) -> Callable[[int, int], Awaitable[None]]:
     async def run(port: int, count: int) -> None:
         command = [
-            "/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(count), "-l", "1024",
+            "/usr/sbin/smtp-source", "-d", "-s", str(sessions), "-m", str(count), "-l", "1024",
             "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}",
         ]  # fmt: skip
         await asyncio.to_thread(subprocess.run, command, check=True)

@@ -6,6 +6,7 @@ command; connecting, STARTTLS and whole-message sending are in ``smtp.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import warnings
@@ -226,6 +227,9 @@ class ClientBase(AuthMixin):
             raise SMTPServerDisconnected("Server not connected")
         count = len(lines) if replies is None else replies
         wait = self._timeout(timeout)
+        if stream is not None and stream.encoded is not None:
+            # An in-memory message goes out in the same write as any commands.
+            lines, stream = [*lines, stream.encoded], None
         async with self._command_lock:
             try:
                 protocol.expect(count)
@@ -456,9 +460,11 @@ def raise_if_all_refused(refused: dict[str, SMTPResponse], recipients: list[str]
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def bare_mailbox(address: str) -> str:
     """The mailbox alone: callers pass ``a@b``, ``<a@b>`` or ``Name <a@b>``;
-    anything that could smuggle a parameter or a command raises ValueError."""
+    anything that could smuggle a parameter or a command raises ValueError.
+    Cached, being a pure function: addresses sent to again are not re-parsed."""
     text = address.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]

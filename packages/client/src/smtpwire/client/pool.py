@@ -17,12 +17,11 @@ connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._payload import MessageSource
 from .errors import (
@@ -38,6 +37,7 @@ from .smtp import SMTP
 
 __all__ = ["SMTPPool"]
 
+_Result = TypeVar("_Result")
 _BROKEN = (SMTPServerDisconnected, SMTPTimeoutError, ConnectionError, OSError)
 _REFUSALS = (SMTPResponseException, SMTPRecipientsRefused, SMTPNotSupported, ValueError)
 
@@ -102,10 +102,10 @@ class SMTPPool:
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
     ) -> tuple[dict[str, SMTPResponse], str]:
-        async with self._connection() as client:
-            return await client.sendmail(
-                sender, recipients, message, mail_options=mail_options, rcpt_options=rcpt_options
-            )
+        return await self._send(
+            SMTP.sendmail, sender, recipients, message,
+            mail_options=mail_options, rcpt_options=rcpt_options,
+        )  # fmt: skip
 
     async def send_message(
         self,
@@ -117,11 +117,10 @@ class SMTPPool:
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
     ) -> tuple[dict[str, SMTPResponse], str]:
-        async with self._connection() as client:
-            return await client.send_message(
-                message, sender=sender, recipients=recipients,
-                mail_options=mail_options, rcpt_options=rcpt_options,
-            )  # fmt: skip
+        return await self._send(
+            SMTP.send_message, message, sender=sender, recipients=recipients,
+            mail_options=mail_options, rcpt_options=rcpt_options,
+        )  # fmt: skip
 
     async def close(self) -> None:
         """QUIT every idle connection; connections in use close when their send ends."""
@@ -129,8 +128,11 @@ class SMTPPool:
         idle, self._idle = self._idle, []
         await asyncio.gather(*(_quit(entry.client) for entry in idle))
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[SMTP]:
+    async def _send(
+        self, method: Callable[..., Awaitable[_Result]], *args: Any, **kwargs: Any
+    ) -> _Result:
+        """Run one send on a connection of its own (plain code, not a context
+        manager: this is the pool's per-message path)."""
         if self._closed:
             raise SMTPException("The pool is closed")
         if self._slots is None:
@@ -138,7 +140,7 @@ class SMTPPool:
         async with self._slots:
             client, sent = await self._checkout()
             try:
-                yield client
+                result = await method(client, *args, **kwargs)
             except _REFUSALS:
                 # This message was refused; the connection is still in step (sendmail
                 # sent RSET) if it is still connected.
@@ -149,6 +151,7 @@ class SMTPPool:
                 client.close()
                 raise
             await self._checkin(client, sent + 1)
+            return result
 
     async def _checkout(self) -> tuple[SMTP, int]:
         now = time.monotonic()

@@ -43,6 +43,10 @@ class SMTPProtocol(asyncio.Protocol):
         self.quit_sent = False
         self.closed = False
         self._timed_out = False
+        # One timer serves many reads: a read moves the deadline; the timer, when it
+        # fires, times out a read still pending or re-arms at the later deadline.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -82,6 +86,7 @@ class SMTPProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
+        self._disarm()
         self._fail(self._disconnected(exc))
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
@@ -127,9 +132,10 @@ class SMTPProtocol(asyncio.Protocol):
     async def read_replies(self, count: int, timeout: float | None = None) -> list[SMTPReply]:
         """The next ``count`` replies, in order; raises when the connection fails,
         and :class:`asyncio.TimeoutError` when they take longer than ``timeout``
-        (a timer on the loop: no task per read, unlike ``asyncio.wait_for``)."""
+        (a timer on the loop, shared by successive reads: no task per read, unlike
+        ``asyncio.wait_for``, and no new timer per reply)."""
         replies: list[SMTPReply] = []
-        timer: asyncio.TimerHandle | None = None
+        armed = False
         self._timed_out = False
         try:
             while len(replies) < count:
@@ -139,8 +145,9 @@ class SMTPProtocol(asyncio.Protocol):
                     break
                 if self._error is not None:
                     raise self._error
-                if timer is None and timeout is not None:
-                    timer = self._loop.call_later(timeout, self._time_out)
+                if not armed and timeout is not None:
+                    self._arm(timeout)
+                    armed = True
                 waiter = self._loop.create_future()
                 self._waiter = waiter
                 try:
@@ -152,13 +159,36 @@ class SMTPProtocol(asyncio.Protocol):
                     # loop iteration as a reply that already woke the reader.
                     raise asyncio.TimeoutError
         finally:
+            self._deadline = None
+        return replies
+
+    def _arm(self, timeout: float) -> None:
+        deadline = self._loop.time() + timeout
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
             if timer is not None:
                 timer.cancel()
-        return replies
+            self._timer = self._loop.call_at(deadline, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        fired, self._timer = self._timer, None
+        deadline = self._deadline
+        if deadline is None or fired is None:
+            return  # no read pending: the timer lapses
+        if deadline <= fired.when():
+            self._time_out()
+        else:
+            self._timer = self._loop.call_at(deadline, self._deadline_reached)
 
     def _time_out(self) -> None:
         self._timed_out = True
         self._wake()
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     async def read_reply(self) -> SMTPReply:
         return (await self.read_replies(1))[0]

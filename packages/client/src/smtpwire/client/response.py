@@ -20,4 +20,7 @@ class SMTPResponse(NamedTuple):
 
     @classmethod
     def from_reply(cls, reply: SMTPReply) -> SMTPResponse:
-        return cls(reply.code, "\n".join(line.strip(" \t") for line in reply.lines))
+        lines = reply.lines
+        if len(lines) == 1:  # the common case, without a generator
+            return cls(reply.code, lines[0].strip(" \t"))
+        return cls(reply.code, "\n".join(line.strip(" \t") for line in lines))

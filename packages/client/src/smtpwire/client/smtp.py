@@ -227,11 +227,12 @@ class SMTP(ClientBase):
         payload = Payload(message)
         utf8 = "SMTPUTF8" in (option.upper() for option in options)
         # Every address is checked before anything (even EHLO) is written: the
-        # RCPT lines are built now; the MAIL line is built once to check it and
-        # again after EHLO, when SIZE is known.
+        # RCPT lines are built now; the MAIL line is built after EHLO, when SIZE
+        # is known, and also once before it when an EHLO is still to be sent.
         rcpt_lines = [self._rcpt_line(rcpt, rcpt_opts, utf8) for rcpt in recipient_list]
-        self._mail_line(sender, options, "utf-8" if utf8 else "ascii")
-        await self._ehlo_or_helo_if_needed()
+        if self.is_ehlo_or_helo_needed:
+            self._mail_line(sender, options, "utf-8" if utf8 else "ascii")
+            await self._ehlo_or_helo_if_needed()
         if utf8 and not self.supports_extension("smtputf8"):
             raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
         if (

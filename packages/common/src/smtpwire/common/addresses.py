@@ -9,6 +9,7 @@ RFC 5321 section 4.1.1.3 tells receivers to.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Final
@@ -151,11 +152,14 @@ def check_domain(name: str, *, utf8: bool = False) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def format_path(address: str, *, utf8: bool = False, require_domain: bool = False) -> str:
     """``<address>`` for MAIL/RCPT, ``<>`` for the null path, after :func:`check_mailbox`.
 
     A domainless local part (``<root>``) is allowed unless ``require_domain``: local
-    MTAs accept it and RFC 5321 itself has ``<Postmaster>``.
+    MTAs accept it and RFC 5321 itself has ``<Postmaster>``.  The result depends on
+    the arguments alone, so it is cached: a sender used for every message is checked
+    once, not per message (a refused address raises and is never cached).
     """
     if address == "":
         return "<>"
