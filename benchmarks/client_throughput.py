@@ -1,14 +1,18 @@
-"""S2: client throughput into Postfix's smtp-sink, side by side with the anchors.
+"""S2: client throughput into Postfix's smtp-sink and into smtpwire.server, side by
+side with the anchors.
 
-Every client sends the same 1 KiB message ``--messages`` times into one
-``smtp-sink`` started on a free loopback port (stopped at the end; nothing else of
-Postfix runs).  Scenarios, each repeated ``--repeat`` times with the clients
-alternating:
+Every client sends the same 1 KiB message ``--messages`` times into one receiver
+started on a free loopback port in a process of its own and stopped at the end:
+Postfix's ``smtp-sink`` (nothing else of Postfix runs) and ``python -m
+smtpwire.server`` with the Sink handler (which offers no PIPELINING by default,
+like aiosmtpd, so every client goes command by command there).  Scenarios, each
+repeated ``--repeat`` times with the clients alternating:
 
 - one connection, messages one after another: smtpwire.client, aiosmtplib,
   smtplib, and Postfix's own ``smtp-source -s 1``;
-- ten connections at once: smtpwire's SMTPPool(max_connections=10), ten
-  aiosmtplib clients, and ``smtp-source -s 10``.
+- ten connections at once: ten smtpwire clients, smtpwire's
+  SMTPPool(max_connections=10) with a task per message, ten aiosmtplib clients,
+  and ``smtp-source -s 10``.
 
 Prints msg/s (median, min-max) and the ratios of smtpwire to each anchor;
 ``--json`` also writes them to a file.
@@ -25,9 +29,11 @@ import smtplib
 import socket
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 
@@ -45,19 +51,37 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_sink(port: int) -> subprocess.Popen[bytes]:
+def sink_command(port: int) -> list[str]:
     # As root smtp-sink must be told whom to run as.
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    command = ["/usr/sbin/smtp-sink", *user, f"127.0.0.1:{port}", "1000"]
-    sink = subprocess.Popen(command)  # noqa: S603
+    return ["/usr/sbin/smtp-sink", *user, f"127.0.0.1:{port}", "1000"]
+
+
+def server_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "smtpwire.server", "-n",
+        "-c", "smtpwire.server.handlers.Sink", "-l", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+
+
+RECEIVERS: dict[str, Callable[[int], list[str]]] = {
+    "smtp-sink": sink_command,
+    "smtpwire.server": server_command,
+}
+
+
+def start_receiver(command: list[str], port: int) -> subprocess.Popen[bytes]:
+    receiver = subprocess.Popen(command)  # noqa: S603
     for _ in range(500):
+        if receiver.poll() is not None:
+            raise RuntimeError(f"{command} exited with {receiver.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return sink
+            return receiver
         except OSError:
             time.sleep(0.01)
-    sink.kill()
-    raise RuntimeError("smtp-sink did not start")
+    receiver.kill()
+    raise RuntimeError(f"{command[0]} did not start")
 
 
 async def smtpwire_one(port: int, count: int) -> None:
@@ -79,6 +103,12 @@ async def smtplib_one(port: int, count: int) -> None:
 
 
 async def smtpwire_ten(port: int, count: int) -> None:
+    """Ten clients sending in turn, as the aiosmtplib figure is measured."""
+    await asyncio.gather(*(smtpwire_one(port, count // 10) for _ in range(10)))
+
+
+async def smtpwire_pool(port: int, count: int) -> None:
+    """All messages at once through SMTPPool(max_connections=10): a task per send."""
     async with SMTPPool(
         hostname="127.0.0.1", port=port, start_tls=False,
         max_connections=10, max_messages_per_connection=count,
@@ -93,7 +123,7 @@ async def aiosmtplib_ten(port: int, count: int) -> None:
     await asyncio.gather(*(worker(count // 10) for _ in range(10)))
 
 
-def smtp_source(sessions: int) -> Callable[[int, int], Awaitable[None]]:
+def smtp_source(sessions: int) -> Callable[[int, int], Coroutine[Any, Any, None]]:
     async def run(port: int, count: int) -> None:
         command = [
             "/usr/sbin/smtp-source", "-d", "-s", str(sessions), "-m", str(count), "-l", "1024",
@@ -104,7 +134,7 @@ def smtp_source(sessions: int) -> Callable[[int, int], Awaitable[None]]:
     return run
 
 
-def measure(run: Callable[[int, int], Awaitable[None]], port: int, count: int) -> float:
+def measure(run: Callable[[int, int], Coroutine[Any, Any, None]], port: int, count: int) -> float:
     started = time.perf_counter()
     asyncio.run(run(port, count))
     return count / (time.perf_counter() - started)
@@ -114,48 +144,67 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--into", choices=[*RECEIVERS, "all"], default="all")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
-    if shutil.which("smtp-sink", path="/usr/sbin") is None:
+    receivers = list(RECEIVERS) if options.into == "all" else [options.into]
+    if "smtp-sink" in receivers and shutil.which("smtp-sink", path="/usr/sbin") is None:
         raise SystemExit("smtp-sink not found: install Debian's postfix (see DESIGN.md)")
-    scenarios: dict[str, dict[str, Callable[[int, int], Awaitable[None]]]] = {
-        "one connection": {
-            "smtpwire": smtpwire_one, "aiosmtplib": aiosmtplib_one,
-            "smtplib": smtplib_one, "smtp-source": smtp_source(1),
-        },
-        "ten connections": {
-            "smtpwire": smtpwire_ten, "aiosmtplib": aiosmtplib_ten,
-            "smtp-source": smtp_source(10),
-        },
-    }  # fmt: skip
-    port = free_port()
-    sink = start_sink(port)
-    results: dict[str, dict[str, list[float]]] = {}
-    try:
-        for scenario, clients in scenarios.items():
-            rates: dict[str, list[float]] = {name: [] for name in clients}
-            for _ in range(options.repeat):
-                for name, run in clients.items():
-                    rates[name].append(measure(run, port, options.messages))
-            results[scenario] = rates
-    finally:
-        sink.terminate()
-        sink.wait(10)
-    report(results, options.messages)
+    results: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for receiver in receivers:
+        results[receiver] = run_scenarios(RECEIVERS[receiver], options.messages, options.repeat)
+        report(receiver, results[receiver], options.messages)
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)
         options.json.write_text(json.dumps(results, indent=2))
 
 
-def report(results: dict[str, dict[str, list[float]]], messages: int) -> None:
-    print(f"S2 client throughput into smtp-sink, {messages} messages of 1 KiB, msg/s")
+def run_scenarios(
+    command: Callable[[int], list[str]], messages: int, repeat: int
+) -> dict[str, dict[str, list[float]]]:
+    scenarios: dict[str, dict[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
+        "one connection": {
+            "smtpwire": smtpwire_one, "aiosmtplib": aiosmtplib_one,
+            "smtplib": smtplib_one, "smtp-source": smtp_source(1),
+        },
+        "ten connections": {
+            "smtpwire": smtpwire_ten, "smtpwire pool": smtpwire_pool, "aiosmtplib": aiosmtplib_ten,
+            "smtp-source": smtp_source(10),
+        },
+    }  # fmt: skip
+    if not Path("/usr/sbin/smtp-source").exists():
+        for clients in scenarios.values():
+            del clients["smtp-source"]
+    port = free_port()
+    receiver = start_receiver(command(port), port)
+    results: dict[str, dict[str, list[float]]] = {}
+    try:
+        for scenario, clients in scenarios.items():
+            rates: dict[str, list[float]] = {name: [] for name in clients}
+            for _ in range(repeat):
+                for name, run in clients.items():
+                    rates[name].append(measure(run, port, messages))
+            results[scenario] = rates
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    return results
+
+
+def report(receiver: str, results: dict[str, dict[str, list[float]]], messages: int) -> None:
+    print(f"\nS2 client throughput into {receiver}, {messages} messages of 1 KiB, msg/s")
     for scenario, rates in results.items():
         print(f"\n{scenario}:")
-        ours = statistics.median(rates["smtpwire"])
+        medians = {name: statistics.median(values) for name, values in rates.items()}
         for name, values in rates.items():
-            median = statistics.median(values)
-            ratio = "" if name == "smtpwire" else f"   smtpwire/{name} = {ours / median:.2f}x"
-            print(f"  {name:12} {median:8.0f}  ({min(values):.0f}-{max(values):.0f}){ratio}")
+            print(f"  {name:14} {medians[name]:8.0f}  ({min(values):.0f}-{max(values):.0f})")
+        for ours in (name for name in rates if name.startswith("smtpwire")):
+            ratios = "  ".join(
+                f"/{anchor} {medians[ours] / medians[anchor]:.2f}x"
+                for anchor in rates
+                if not anchor.startswith("smtpwire")
+            )
+            print(f"  {ours:14} {ratios}")
 
 
 if __name__ == "__main__":

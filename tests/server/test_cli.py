@@ -272,6 +272,27 @@ def test_listens_on_ipv6_loopback() -> None:
         [(host, port)] = server.addresses()
         assert host == "::1"
         with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
+            assert smtp.noop() == (250, b"2.0.0 OK")  # the CLI's modern set by default
+        status, _, stderr = server.stop()
+    assert status == 0, stderr
+
+
+def test_modern_extensions_by_default_and_classic_on_request() -> None:
+    with server_process("-c", "smtpwire.server.handlers.Sink") as server:
+        [(host, port)] = server.addresses()
+        with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
+            smtp.ehlo()
+            for keyword in ("pipelining", "chunking", "binarymime", "dsn", "enhancedstatuscodes"):
+                assert smtp.has_extn(keyword), keyword
+            assert smtp.esmtp_features["limits"] == "RCPTMAX=1000"
+        server.stop()
+    with server_process("-c", "smtpwire.server.handlers.Sink", "--classic") as server:
+        [(host, port)] = server.addresses()
+        with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
+            code, text = smtp.ehlo()
+            assert code == 250
+            # aiosmtpd's EHLO reply, keyword for keyword, and its texts.
+            assert text.split(b"\n")[1:] == [b"SIZE 33554432", b"8BITMIME", b"HELP"]
             assert smtp.noop() == (250, b"OK")
         status, _, stderr = server.stop()
     assert status == 0, stderr
@@ -359,7 +380,7 @@ def test_a_users_handler_class_with_from_cli(user_handlers: dict[str, str]) -> N
     with server_process("-c", "user_handlers.Greeter", "howdy", env=user_handlers) as server:
         [(host, port)] = server.addresses()
         with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
-            assert smtp.noop() == (250, b"howdy")
+            assert smtp.noop() == (250, b"2.0.0 howdy")
         status, _, stderr = server.stop()
     assert status == 0, stderr
     result = run_cli("-n", "-l", "127.0.0.1:0", "-c", "user_handlers.Greeter", env=user_handlers)
@@ -413,7 +434,7 @@ def test_starttls_required(certificate: tuple[trustme.CA, Path, Path]) -> None:
             assert smtp.has_extn("starttls")
             assert smtp.docmd("MAIL FROM:<anne@example.com>") == (
                 530,
-                b"Must issue a STARTTLS command first",
+                b"5.7.0 Must issue a STARTTLS command first",
             )
             smtp.starttls(context=client_context(ca))
             assert smtp.sendmail("anne@example.com", ["bart@example.com"], MESSAGE) == {}

@@ -31,14 +31,20 @@ class Payload:
     """``content`` (CRLF line endings, not stuffed: what BDAT sends) is set for an
     in-memory message; a stream has ``content`` None."""
 
-    __slots__ = ("_encoded", "_source", "content")
+    __slots__ = ("_encoded", "_source", "binary", "content")
 
-    def __init__(self, source: MessageSource | Iterable[bytes]) -> None:
+    def __init__(self, source: MessageSource | Iterable[bytes], *, binary: bool = False) -> None:
+        """``binary`` (BODY=BINARYMIME, RFC 3030): the bytes travel exactly as given,
+        line endings untouched, and only ever by BDAT."""
         self._source = source
         self._encoded: bytes | None = None
         self.content: bytes | None = None
+        self.binary = binary
         if isinstance(source, str | bytes | bytearray | memoryview):
             raw = source.encode("ascii") if isinstance(source, str) else bytes(source)
+            if binary:
+                self.content = raw
+                return
             content = normalize_line_endings(raw)
             if content and not content.endswith(b"\r\n"):
                 content += b"\r\n"
@@ -59,6 +65,16 @@ class Payload:
         if self._encoded is None and self.content is not None:
             self._encoded = encode_data(self.content)
         return self._encoded
+
+    async def binary_chunks(self) -> AsyncIterator[bytes]:
+        """A BINARYMIME message's chunks exactly as read, for BDAT (no stuffing,
+        no terminator, line endings untouched)."""
+        if self.content is not None:
+            yield self.content
+            return
+        async for chunk in _raw_chunks(self._source):
+            if chunk:
+                yield chunk
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.encoded is not None:

@@ -12,7 +12,8 @@ from smtpwire.common.commands import format_command
 from smtpwire.common.extensions import parse_ehlo_reply
 
 from ._base import Transaction, checked_hostname
-from .errors import SMTPHeloError, SMTPRecipientRefused, SMTPRecipientsRefused
+from ._payload import Payload
+from .errors import SMTPHeloError, SMTPNotSupported, SMTPRecipientRefused, SMTPRecipientsRefused
 from .response import SMTPResponse
 from .smtp import SMTP
 from .typing import DefaultNumType, _default
@@ -38,6 +39,14 @@ class LMTP(SMTP):
     ) -> SMTPResponse:
         """LMTP has no HELO; this is LHLO."""
         return await self.ehlo(hostname=hostname, timeout=timeout)
+
+    def _use_bdat(self, payload: Payload) -> bool:
+        # After BDAT LAST an LMTP server answers once per recipient, which the
+        # chunked path does not read: LMTP sends with DATA, and refuses BINARYMIME
+        # (which needs BDAT) rather than lose per-recipient results.
+        if payload.binary:
+            raise SMTPNotSupported("BODY=BINARYMIME is not supported by the LMTP client")
+        return False
 
     async def _deliver_payload(
         self, transaction: Transaction, refused: dict[str, SMTPResponse], timeout: DefaultNumType

@@ -224,8 +224,9 @@ class SMTP(ClientBase):
         recipient_list = [recipients] if isinstance(recipients, str) else list(recipients)
         options = list(mail_options or ())
         rcpt_opts = list(rcpt_options or ())
-        payload = Payload(message)
-        utf8 = "SMTPUTF8" in (option.upper() for option in options)
+        upper = [option.upper() for option in options]
+        payload = Payload(message, binary="BODY=BINARYMIME" in upper)
+        utf8 = "SMTPUTF8" in upper
         # Every address is checked before anything (even EHLO) is written: the
         # RCPT lines are built now; the MAIL line is built after EHLO, when SIZE
         # is known, and also once before it when an EHLO is still to be sent.
@@ -235,6 +236,10 @@ class SMTP(ClientBase):
             await self._ehlo_or_helo_if_needed()
         if utf8 and not self.supports_extension("smtputf8"):
             raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        if payload.binary and not (
+            self.supports_extension("binarymime") and self.supports_extension("chunking")
+        ):
+            raise SMTPNotSupported("BODY=BINARYMIME needs the server's BINARYMIME and CHUNKING")
         if (
             self.supports_extension("size")
             and payload.size is not None
@@ -280,30 +285,35 @@ class SMTP(ClientBase):
         return await self._deliver_payload(transaction, refused, timeout)
 
     def _use_bdat(self, payload: Payload) -> bool:
-        # BDAT needs the whole size up front; a stream goes with DATA.
+        # BINARYMIME travels by BDAT only; otherwise BDAT is used when asked for and
+        # offered, for an in-memory message (a text stream goes with DATA).
+        if payload.binary:
+            return True
         return self.chunking and payload.content is not None and self.supports_extension("chunking")
 
     async def _send_chunked(
         self, transaction: Transaction, timeout: DefaultNumType
     ) -> tuple[dict[str, SMTPResponse], str]:
-        """CHUNKING (RFC 3030): the message as one ``BDAT n LAST`` with no
-        dot-stuffing.  With PIPELINING, MAIL, every RCPT and the BDAT go in one
-        write: one round trip per message."""
+        """CHUNKING (RFC 3030): an in-memory message as one ``BDAT n LAST`` with no
+        dot-stuffing; with PIPELINING, MAIL, every RCPT and the BDAT go in one write,
+        one round trip per message.  A BINARYMIME stream goes as one BDAT per chunk
+        read, then ``BDAT 0 LAST``."""
         content = transaction.payload.content
-        if content is None:  # pragma: no cover - _use_bdat checked it
-            raise SMTPException("BDAT needs the whole message")
-        bdat = f"BDAT {len(content)} LAST\r\n".encode("ascii") + content
+        whole = None if content is None else b"BDAT %d LAST\r\n" % len(content) + content
         lines = [transaction.mail_line, *transaction.rcpt_lines]
-        if self.supports_extension("pipelining"):
+        pipelining = self.supports_extension("pipelining")
+        if whole is not None and pipelining:
             replies = [
-                SMTPResponse.from_reply(r) for r in await self._exchange([*lines, bdat], timeout)
+                SMTPResponse.from_reply(r) for r in await self._exchange([*lines, whole], timeout)
             ]
         else:
-            replies = [await self._command(line, timeout) for line in lines]
-            if replies[0].code == 250 and any(r.code in (250, 251) for r in replies[1:]):
-                replies.append(await self._command(bdat, timeout))
-            else:
+            replies = await self._envelope(lines, pipelining, timeout)
+            if replies[0].code != 250 or all(r.code not in (250, 251) for r in replies[1:]):
                 replies.append(SMTPResponse(503, "BDAT not sent"))
+            elif whole is not None:
+                replies.append(await self._command(whole, timeout))
+            else:
+                replies.append(await self._send_bdat_stream(transaction.payload, timeout))
         mail_reply, rcpt_replies, bdat_reply = replies[0], replies[1:-1], replies[-1]
         if mail_reply.code != 250:
             raise SMTPSenderRefused(mail_reply.code, mail_reply.message, transaction.sender)
@@ -316,6 +326,32 @@ class SMTP(ClientBase):
         if bdat_reply.code != 250:
             raise SMTPDataError(bdat_reply.code, bdat_reply.message)
         return refused, bdat_reply.message
+
+    async def _envelope(
+        self, lines: list[bytes], pipelining: bool, timeout: DefaultNumType
+    ) -> list[SMTPResponse]:
+        """MAIL and the RCPTs: in one write with PIPELINING, otherwise one by one
+        (stopping, as smtplib does, when MAIL is refused)."""
+        if pipelining:
+            return [SMTPResponse.from_reply(r) for r in await self._exchange(lines, timeout)]
+        replies = [await self._command(lines[0], timeout)]
+        if replies[0].code != 250:
+            return [*replies, *(SMTPResponse(503, "not sent") for _ in lines[1:])]
+        replies.extend([await self._command(line, timeout) for line in lines[1:]])
+        return replies
+
+    async def _send_bdat_stream(self, payload: Payload, timeout: DefaultNumType) -> SMTPResponse:
+        try:
+            async for chunk in payload.binary_chunks():
+                reply = await self._command(b"BDAT %d\r\n" % len(chunk) + chunk, timeout)
+                if reply.code != 250:
+                    return reply
+        except BaseException:
+            # The source or the connection failed between chunks: the server holds
+            # part of a message that must never be completed; drop the connection.
+            self._abort()
+            raise
+        return await self._command(b"BDAT 0 LAST\r\n", timeout)
 
     async def _deliver_payload(
         self, transaction: Transaction, refused: dict[str, SMTPResponse], timeout: DefaultNumType
@@ -372,8 +408,12 @@ class SMTP(ClientBase):
             server_supports_8bitmime=self.supports_extension("8bitmime"),
         )
         given = list(mail_options or ())
-        present = {option.upper() for option in given}
-        options = [*given, *(option for option in extra if option.upper() not in present)]
+        # By keyword: the caller's BODY=BINARYMIME is not joined by a second BODY.
+        present = {option.partition("=")[0].upper() for option in given}
+        options = [
+            *given,
+            *(option for option in extra if option.partition("=")[0].upper() not in present),
+        ]
         return await self.sendmail(
             envelope_sender, envelope_recipients, data,
             mail_options=options, rcpt_options=rcpt_options, timeout=timeout,

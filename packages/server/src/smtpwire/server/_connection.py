@@ -18,7 +18,7 @@ from typing import Any
 from smtpwire.common.data import DataDecoder
 from smtpwire.common.lines import LineTooLong
 
-from ._inbound import Inbound
+from ._inbound import ExactBytes, Inbound
 
 __all__ = ["Connection"]
 
@@ -213,7 +213,7 @@ class Connection(asyncio.Protocol):
             await self._wait_for_input()
         return None
 
-    async def _read_message(self, decoder: DataDecoder) -> list[bytes] | None:
+    async def _read_message(self, decoder: DataDecoder | ExactBytes) -> list[bytes] | None:
         """Read a message after ``354`` through its terminator; the content chunks
         (empty if the decoder refused the message) or None if input ended first."""
         inbound = self._inbound

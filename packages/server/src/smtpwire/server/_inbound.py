@@ -11,10 +11,47 @@ capped by the line reader, complete lines by the caller pausing the transport
 
 from __future__ import annotations
 
-from smtpwire.common.data import DataDecoder
+from typing import Protocol
+
 from smtpwire.common.lines import LineReader, LineTooLong
 
-__all__ = ["Inbound"]
+__all__ = ["ExactBytes", "Inbound"]
+
+
+class _Decoder(Protocol):
+    done: bool
+    remainder: bytes
+
+    @property
+    def violation(self) -> object | None: ...
+
+    def feed(self, data: bytes) -> bytes: ...
+
+
+class ExactBytes:
+    """A BDAT chunk (RFC 3030): exactly ``size`` octets, taken as they are.  With
+    ``keep`` False they are read and dropped (a refused chunk must still be consumed,
+    or its bytes would be read as commands)."""
+
+    __slots__ = ("_left", "done", "keep", "remainder")
+
+    def __init__(self, size: int, *, keep: bool = True) -> None:
+        self._left = size
+        self.keep = keep
+        self.done = size == 0
+        self.remainder = b""
+
+    @property
+    def violation(self) -> object | None:
+        return None if self.keep else "discarded"
+
+    def feed(self, data: bytes) -> bytes:
+        taken = data[: self._left]
+        self._left -= len(taken)
+        if self._left == 0:
+            self.done = True
+            self.remainder = data[len(taken) :]
+        return taken if self.keep else b""
 
 
 class Inbound:
@@ -22,7 +59,7 @@ class Inbound:
 
     def __init__(self, max_line_length: int) -> None:
         self._lines = LineReader(max_line_length)
-        self._decoder: DataDecoder | None = None
+        self._decoder: _Decoder | None = None
         self._chunks: list[bytes] = []
         self.closed = False  # end of input: EOF or connection lost
 
@@ -30,6 +67,11 @@ class Inbound:
     def buffered(self) -> int:
         """Command-phase octets not yet taken (a message's content is not counted)."""
         return self._lines.buffered
+
+    @property
+    def last_line_bare_lf(self) -> bool:
+        """Whether the line last taken ended with a bare LF instead of CRLF."""
+        return self._lines.last_line_bare_lf
 
     @property
     def max_line_length(self) -> int:
@@ -62,7 +104,7 @@ class Inbound:
     def next_line(self) -> bytes | LineTooLong | None:
         return self._lines.next_line()
 
-    def begin_message(self, decoder: DataDecoder) -> None:
+    def begin_message(self, decoder: _Decoder) -> None:
         """Switch to reading a message; bytes already buffered are its start."""
         self._chunks = []
         self._decoder = decoder

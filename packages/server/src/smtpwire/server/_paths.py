@@ -8,10 +8,21 @@ upper-cased ``KEY=VALUE`` strings, and errors split into "syntax" (``501``) and
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from smtpwire.common.commands import parse_mail_from, parse_rcpt_to
 from smtpwire.common.errors import CommandSyntaxError, ParameterSyntaxError
 
-__all__ = ["PathError", "parse_path", "parse_verify_argument"]
+__all__ = ["ParsedPath", "PathError", "parse_path", "parse_verify_argument"]
+
+
+class ParsedPath(NamedTuple):
+    """``options`` upper-cased as aiosmtpd gives them to hooks; ``parameters`` with
+    values as sent (ENVID and ORCPT are case-sensitive)."""
+
+    address: str
+    options: list[str]
+    parameters: dict[str, str | None]
 
 
 class PathError(Exception):
@@ -29,7 +40,7 @@ def parse_path(
     utf8: bool,
     max_local_part: int | None,
     allow_null: bool,
-) -> tuple[str, list[str]]:
+) -> ParsedPath:
     """Parse the argument of MAIL (``keyword="FROM:"``) or RCPT (``"TO:"``)."""
     if arg is None or arg[: len(keyword)].upper() != keyword:
         raise PathError(f"expected {keyword}", malformed=False)
@@ -46,8 +57,11 @@ def parse_path(
         # so "Anne <anne@example.com>" is a syntax error there, not a bad address.
         word_then_more = not rest.startswith("<") and " " in rest
         raise PathError(str(error), malformed=not word_then_more) from error
-    address = parsed.address or "<>"
-    return address, [str(parameter).upper() for parameter in parsed.parameters]
+    return ParsedPath(
+        parsed.address or "<>",
+        [str(parameter).upper() for parameter in parsed.parameters],
+        {parameter.keyword.upper(): parameter.value for parameter in parsed.parameters},
+    )
 
 
 def parse_verify_argument(arg: str, *, utf8: bool) -> str | None:

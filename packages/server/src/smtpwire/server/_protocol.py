@@ -27,6 +27,7 @@ from ._auth import (
     discover_auth_methods,
 )
 from ._connection import Connection
+from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from .session import (
     MISSING,
     AuthCallbackType,
@@ -144,8 +145,20 @@ class SessionProtocol(Connection):
         authenticator: AuthenticatorType | None = None,
         proxy_protocol_timeout: float | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        modern: bool = False,
+        pipelining: bool | None = None,
+        chunking: bool | None = None,
+        dsn: bool | None = None,
+        enhanced_status_codes: bool | None = None,
+        rcpt_limit: int = RCPT_LIMIT_DEFAULT,
+        bare_lf: BareNewlinePolicy | str = BareNewlinePolicy.KEEP,
     ) -> None:
         self.__ident__ = ident or __ident__
+        self.extensions = Extensions.resolve(
+            modern=modern, pipelining=pipelining, chunking=chunking, dsn=dsn,
+            enhanced_status_codes=enhanced_status_codes, rcpt_limit=rcpt_limit, bare_lf=bare_lf,
+        )  # fmt: skip
+        self._current_command: str | None = None
         self.loop = loop if loop is not None else _current_loop()
         self.event_handler = handler
         self.data_size_limit = data_size_limit
@@ -183,13 +196,15 @@ class SessionProtocol(Connection):
         self._smtp_methods: dict[str, _CommandMethod] = {
             name[5:]: getattr(self, name) for name in _command_names(type(self))
         }
+        if not self.extensions.chunking:
+            self._smtp_methods.pop("BDAT", None)  # unknown, and not in HELP, as in aiosmtpd
         self._set_call_limits(command_call_limit)
         self.command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
             lambda: self.command_size_limit
         )
         # Replaced through the override points when the connection is made.
         self.session = Session(self.loop)
-        self.envelope = Envelope()
+        self._set_post_data_state()
         self._init_connection(
             max_line_length=max(self.line_length_limit, self.command_size_limit + 2),
             timeout=timeout,
@@ -229,6 +244,8 @@ class SessionProtocol(Connection):
 
     def _set_post_data_state(self) -> None:
         self.envelope = self._create_envelope()
+        self._bdat_chunks: list[bytes] = []  # the BDAT chunks of the message so far
+        self._bdat_size = 0
 
     def _set_rset_state(self) -> None:
         self._set_post_data_state()
@@ -254,6 +271,8 @@ class SessionProtocol(Connection):
         return self.session.peer
 
     def _encode_reply(self, status: str) -> bytes:
+        if self.extensions.enhanced_status_codes:
+            status = with_enhanced_code(status, self._current_command)
         return status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
 
     async def _on_idle_timeout(self) -> None:
@@ -296,6 +315,14 @@ class SessionProtocol(Connection):
             await self.push("500 Command line too long")
             return
         log.info("%r >> %r", self.session.peer, sanitize(line))
+        if self.extensions.bare_lf is BareNewlinePolicy.REJECT and (
+            self._inbound.last_line_bare_lf or b"\r" in line
+        ):
+            # Postfix's smtpd_forbid_bare_newline: a line must end with CRLF and hold
+            # no other CR or LF, so no peer can disagree about where it ends.
+            self._current_command = None
+            await self.push("500 5.5.2 Error: bare <CR> or <LF> received")
+            return
         line = line.rstrip(b"\r")
         if not line:
             await self.push("500 Error: bad syntax")
@@ -306,6 +333,7 @@ class SessionProtocol(Connection):
             await self.push("500 Error: bad syntax")
             return
         command = verb.upper().decode("ascii")
+        self._current_command = command
         arg: str | None = None
         if arg_bytes:
             arg_bytes = arg_bytes.strip()

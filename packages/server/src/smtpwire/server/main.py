@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ._modern import RCPT_LIMIT_FLOOR
 from .smtp import DATA_SIZE_DEFAULT, SMTP
 
 if sys.platform != "win32":
@@ -170,6 +171,34 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--classic",
+        dest="modern",
+        default=True,
+        action="store_false",
+        help=(
+            "Offer only aiosmtpd's extensions, with its reply texts. Without it the "
+            "server also offers PIPELINING, CHUNKING, BINARYMIME, DSN, "
+            "ENHANCEDSTATUSCODES and LIMITS (see docs/server.md)."
+        ),
+    )
+    parser.add_argument(
+        "--bare-lf",
+        choices=("keep", "reject", "normalize"),
+        default="keep",
+        help=(
+            "A bare LF or CR in a command or a message: keep it (aiosmtpd's way, the "
+            "default), reject it (Postfix's smtpd_forbid_bare_newline), or read it as "
+            "a line ending. Only CRLF.CRLF ever ends a message."
+        ),
+    )
+    parser.add_argument(
+        "--rcpt-limit",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="Recipients per message; more get 452 (at least 100, default 1000).",
+    )
+    parser.add_argument(
         "classargs",
         metavar="CLASSARGS",
         nargs="*",
@@ -192,6 +221,8 @@ def parseargs(
     options = parser.parse_args(args)
     if options.size < 0:
         parser.error(f"Invalid size: {options.size}")
+    if options.rcpt_limit < RCPT_LIMIT_FLOOR:
+        parser.error(f"--rcpt-limit must be at least {RCPT_LIMIT_FLOOR}")
     options.host, options.port = _parse_listen(parser, options.listen)
     if options.smtpscert is not None and options.tlscert is not None:
         parser.error("--smtpscert and --tlscert cannot be used together")
@@ -461,6 +492,9 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 enable_SMTPUTF8=options.smtputf8,
                 tls_context=options.tls_context,
                 require_starttls=options.tls_context is not None and options.requiretls,
+                modern=options.modern,
+                bare_lf=options.bare_lf,
+                rcpt_limit=options.rcpt_limit,
             )
             loop.run_until_complete(
                 _serve_until_signalled(server, _startup_line(server, options, user))

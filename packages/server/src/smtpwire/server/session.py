@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from smtpwire.common.mail_parameters import OriginalRecipient
+
 if TYPE_CHECKING:
     from .smtp import SMTP
 
@@ -25,6 +27,7 @@ __all__ = [
     "Envelope",
     "LoginPassword",
     "PeerType",
+    "RecipientDSN",
     "Session",
 ]
 
@@ -116,6 +119,13 @@ class Session:
         )
 
 
+class RecipientDSN(NamedTuple):
+    """A recipient's DSN parameters: NOTIFY's conditions and ORCPT, each None if absent."""
+
+    notify: frozenset[str] | None
+    orcpt: OriginalRecipient | None
+
+
 @dataclass(eq=False)
 class Envelope:
     """One mail transaction: the sender, the recipients, and after DATA the content.
@@ -133,3 +143,10 @@ class Envelope:
     original_content: bytes | None = None
     rcpt_tos: list[str] = field(default_factory=list)
     rcpt_options: list[str] = field(default_factory=list)
+    # DSN (RFC 3461), with the server's ``dsn`` on: RET and ENVID from MAIL (ENVID
+    # xtext-decoded), and per recipient address its NOTIFY and ORCPT when given.
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    rcpt_dsn: dict[str, RecipientDSN] = field(default_factory=dict)
+    # BODY= from MAIL, upper-cased ("7BIT", "8BITMIME", "BINARYMIME"), or None.
+    body_type: str | None = None

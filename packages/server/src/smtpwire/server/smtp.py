@@ -16,7 +16,20 @@ import ssl
 import warnings
 from typing import Any
 
-from smtpwire.common.data import DataDecoder, DataViolation
+from smtpwire.common.data import (
+    BareNewlinePolicy,
+    DataDecoder,
+    DataViolation,
+    normalize_line_endings,
+)
+from smtpwire.common.errors import ProtocolError
+from smtpwire.common.mail_parameters import (
+    parse_bdat,
+    parse_envid,
+    parse_notify,
+    parse_orcpt,
+    parse_ret,
+)
 
 from ._auth import (
     VALID_AUTHMECH,
@@ -26,7 +39,8 @@ from ._auth import (
     challenge_client,
     run_auth,
 )
-from ._paths import PathError, parse_path, parse_verify_argument
+from ._inbound import ExactBytes
+from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
 from ._protocol import (
     ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
@@ -50,6 +64,7 @@ from .session import (
     Envelope,
     LoginPassword,
     PeerType,
+    RecipientDSN,
     Session,
 )
 
@@ -79,6 +94,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 log = logging.getLogger("mail.log")
+
+_BARE_NEWLINE_REFUSED = "550 5.5.2 Error: bare <CR> or <LF> in message data"
 
 
 class SMTP(SessionProtocol):
@@ -118,6 +135,7 @@ class SMTP(SessionProtocol):
             lines.append("250-STARTTLS")
         if self._auth_methods and (not self._auth_require_tls or self._tls_protocol):
             lines.append("250-AUTH " + " ".join(sorted(self._auth_methods)))
+        lines.extend(f"250-{keyword}" for keyword in self.extensions.ehlo_keywords())
         return lines
 
     async def _greet_extended(self, hostname: str | None, verb: str) -> None:
@@ -298,10 +316,10 @@ class SMTP(SessionProtocol):
 
     async def _parse_path_or_reply(
         self, arg: str | None, keyword: str, syntax_error: str
-    ) -> tuple[str, list[str]] | None:
-        """The address and upper-cased parameters, or None after an error reply."""
+    ) -> ParsedPath | None:
+        """The address and parameters, or None after an error reply."""
         try:
-            address, parameters = parse_path(
+            parsed = parse_path(
                 arg,
                 keyword,
                 utf8=self.enable_SMTPUTF8,
@@ -312,10 +330,10 @@ class SMTP(SessionProtocol):
             malformed = "553 5.1.3 Error: malformed address"
             await self.push(malformed if error.malformed else syntax_error)
             return None
-        if parameters and not self.session.extended_smtp:
+        if parsed.options and not self.session.extended_smtp:
             await self.push(syntax_error)
             return None
-        return address, parameters
+        return parsed
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -325,15 +343,19 @@ class SMTP(SessionProtocol):
         parsed = await self._parse_path_or_reply(arg, "FROM:", syntax_error)
         if parsed is None:
             return
-        address, mail_options = parsed
+        address, mail_options, raw = parsed
         if self.envelope.mail_from:
             await self.push("503 Error: nested MAIL command")
             return
         error = self._check_mail_options(mail_options, syntax_error)
+        if error is None and self.extensions.dsn:
+            error = self._take_mail_dsn(raw)
         if error is not None:
             await self.push(error)
             return
         self.envelope.smtp_utf8 = "SMTPUTF8" in mail_options
+        body = raw.get("BODY")
+        self.envelope.body_type = None if body is None else body.upper()
         status = await self._call_handler_hook("MAIL", address, mail_options)
         if status is MISSING:
             self.envelope.mail_from = address
@@ -348,8 +370,11 @@ class SMTP(SessionProtocol):
         for option in mail_options:
             keyword, equals, value = option.partition("=")
             params[keyword] = value if equals else None
-        if not self._decode_data and params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
-            return "501 Error: BODY can only be one of 7BIT, 8BITMIME"
+        bodies = (
+            ("7BIT", "8BITMIME", "BINARYMIME") if self.extensions.chunking else ("7BIT", "8BITMIME")
+        )
+        if not self._decode_data and params.pop("BODY", "7BIT") not in bodies:
+            return f"501 Error: BODY can only be one of {', '.join(bodies)}"
         if "SMTPUTF8" in params:
             if params.pop("SMTPUTF8") is not None:
                 return "501 Error: SMTPUTF8 takes no arguments"
@@ -361,9 +386,37 @@ class SMTP(SessionProtocol):
                 return syntax_error
             if self.data_size_limit and int(size) > self.data_size_limit:
                 return "552 Error: message size exceeds fixed maximum message size"
+        if self.extensions.dsn:
+            params.pop("RET", None)
+            params.pop("ENVID", None)
         if params:
             return "555 MAIL FROM parameters not recognized or not implemented"
         return None
+
+    def _take_mail_dsn(self, raw: dict[str, str | None]) -> str | None:
+        """Store MAIL's DSN parameters (RFC 3461) on the envelope; an error reply if bad."""
+        try:
+            ret = None if "RET" not in raw else parse_ret(raw["RET"])
+            envid = None if "ENVID" not in raw else parse_envid(raw["ENVID"])
+        except ProtocolError as error:
+            return f"501 5.5.4 Error: {printable(str(error))}"
+        self.envelope.dsn_ret, self.envelope.dsn_envid = ret, envid
+        return None
+
+    def _rcpt_dsn(self, raw: dict[str, str | None]) -> RecipientDSN | str | None:
+        """RCPT's parameters: NOTIFY and ORCPT with DSN on, nothing else; the DSN
+        request, an error reply, or None when there are no parameters."""
+        unknown = set(raw) - ({"NOTIFY", "ORCPT"} if self.extensions.dsn else set())
+        if unknown:
+            return "555 RCPT TO parameters not recognized or not implemented"
+        if not raw:
+            return None
+        try:
+            notify = None if "NOTIFY" not in raw else parse_notify(raw["NOTIFY"])
+            orcpt = None if "ORCPT" not in raw else parse_orcpt(raw["ORCPT"])
+        except ProtocolError as error:
+            return f"501 5.5.4 Error: {printable(str(error))}"
+        return RecipientDSN(notify, orcpt)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -376,15 +429,23 @@ class SMTP(SessionProtocol):
         parsed = await self._parse_path_or_reply(arg, "TO:", syntax_error)
         if parsed is None:
             return
-        address, rcpt_options = parsed
-        if rcpt_options:
-            await self.push("555 RCPT TO parameters not recognized or not implemented")
+        address, rcpt_options, raw = parsed
+        dsn = self._rcpt_dsn(raw)
+        if isinstance(dsn, str):
+            await self.push(dsn)
+            return
+        if len(self.envelope.rcpt_tos) >= self.extensions.rcpt_limit:
+            # RFC 5321 4.5.3.1.10 and RFC 9422's RCPTMAX: temporary, so the client
+            # sends the rest in another transaction.
+            await self.push("452 4.5.3 Error: too many recipients")
             return
         status = await self._call_handler_hook("RCPT", address, rcpt_options)
         if status is MISSING:
             self.envelope.rcpt_tos.append(address)
             self.envelope.rcpt_options.extend(rcpt_options)
             status = "250 OK"
+        if dsn is not None and str(status).startswith("25"):
+            self.envelope.rcpt_dsn[address] = dsn
         log.info("%r recip: %s", self.session.peer, address)
         await self.push(status)
 
@@ -398,14 +459,82 @@ class SMTP(SessionProtocol):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        if self.envelope.body_type == "BINARYMIME":
+            await self.push("503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA")
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         if not await self._receive_content():
             return
         await self._deliver()
 
+    @syntax("BDAT <size> [LAST]")
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """CHUNKING (RFC 3030): the chunk's octets follow the command line exactly.
+        They are always read, even when the chunk is refused, so that no byte of a
+        message is ever taken for a command."""
+        try:
+            bdat = parse_bdat(arg or "")
+        except ProtocolError:
+            # Without a size the chunk's end is unknown: its bytes must never be read
+            # as commands, so the connection ends here.
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            self._close_transport()
+            return
+        refusal = self._bdat_refusal(bdat.size)
+        chunks: list[bytes] | None = []
+        if bdat.size:
+            chunks = await self._read_message(ExactBytes(bdat.size, keep=refusal is None))
+        if chunks is None:
+            log.info("%r connection lost during BDAT", self._describe_peer())
+            self._set_post_data_state()
+            return
+        if refusal is not None:
+            if self.envelope.rcpt_tos:
+                self._set_post_data_state()  # the transaction failed (RFC 3030 section 4.2)
+            await self.push(refusal)
+            return
+        self._bdat_chunks.extend(chunks)
+        self._bdat_size += bdat.size
+        if not bdat.last:
+            await self.push(f"250 OK {bdat.size} octets received")
+            return
+        content = self._checked_line_endings(b"".join(self._bdat_chunks))
+        if content is None:
+            self._set_post_data_state()
+            await self.push(_BARE_NEWLINE_REFUSED)
+            return
+        if await self._store_content(content):
+            await self._deliver()
+
+    def _bdat_refusal(self, size: int) -> str | None:
+        """Why a BDAT chunk of ``size`` octets cannot be taken, if it cannot."""
+        if not self.session.host_name:
+            return "503 Error: send HELO first"
+        if self._auth_required and not self.session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if not self.envelope.rcpt_tos:
+            return "503 Error: need RCPT command"
+        if self.data_size_limit and self._bdat_size + size > self.data_size_limit:
+            return "552 Error: Too much mail data"
+        return None
+
+    def _checked_line_endings(self, content: bytes) -> bytes | None:
+        """A BDAT message under the bare-LF policy (BINARYMIME is binary: untouched);
+        None if the policy refuses it."""
+        policy = self.extensions.bare_lf
+        if policy is BareNewlinePolicy.KEEP or self.envelope.body_type == "BINARYMIME":
+            return content
+        if policy is BareNewlinePolicy.NORMALIZE:
+            return normalize_line_endings(content)
+        crlf = content.count(b"\r\n")
+        bare = content.count(b"\n") != crlf or content.count(b"\r") != crlf
+        return None if bare else content
+
     def _data_decoder(self) -> DataDecoder:
         return DataDecoder(
-            max_size=self.data_size_limit or None, max_line_length=self.line_length_limit
+            max_size=self.data_size_limit or None,
+            max_line_length=self.line_length_limit,
+            bare_newline=self.extensions.bare_lf,
         )
 
     async def _receive_content(self) -> bool:
@@ -421,11 +550,18 @@ class SMTP(SessionProtocol):
             self._set_post_data_state()
             if decoder.violation is DataViolation.TOO_LARGE:
                 await self.push("552 Error: Too much mail data")
-            else:
+            elif decoder.violation is DataViolation.LINE_TOO_LONG:
                 await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            else:
+                await self.push(_BARE_NEWLINE_REFUSED)
             return False
         original_content = b"".join(chunks)
         chunks.clear()
+        return await self._store_content(original_content)
+
+    async def _store_content(self, original_content: bytes) -> bool:
+        """Put a received message on the envelope, decoded if the server decodes;
+        False (after the error reply) if it cannot be."""
         content: bytes | str = original_content
         if self._decode_data:
             if self.enable_SMTPUTF8:
