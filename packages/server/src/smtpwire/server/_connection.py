@@ -55,6 +55,7 @@ class Connection(asyncio.Protocol):
         self._waiting_for_input = False
         self._closing = False
         self._over_tls = False
+        self._received_any = False  # for the early-talker check
 
     # -- what the subclass provides -------------------------------------------
 
@@ -92,6 +93,7 @@ class Connection(asyncio.Protocol):
         self._handler_coroutine = self.loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
+        self._received_any = True
         inbound = self._inbound
         inbound.feed(data)
         if b"\n" in data:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import inspect
 import logging
@@ -49,6 +50,10 @@ ALLOWED_BEFORE_STARTTLS: Final = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", 
 log = logging.getLogger("mail.log")
 
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
+_HTTP_METHODS: Final = frozenset(
+    {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"}
+)
+_HTTP_REQUEST: Final = re.compile(rb" HTTP/\d(?:\.\d)?\s*$")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _CommandMethod = Callable[[str | None], Awaitable[None]]
@@ -152,6 +157,7 @@ class SessionProtocol(Connection):
         enhanced_status_codes: bool | None = None,
         rcpt_limit: int = RCPT_LIMIT_DEFAULT,
         bare_lf: BareNewlinePolicy | str = BareNewlinePolicy.KEEP,
+        greeting_delay: float | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
         self.extensions = Extensions.resolve(
@@ -159,6 +165,12 @@ class SessionProtocol(Connection):
             enhanced_status_codes=enhanced_status_codes, rcpt_limit=rcpt_limit, bare_lf=bare_lf,
         )  # fmt: skip
         self._current_command: str | None = None
+        if greeting_delay is not None and greeting_delay < 0:
+            raise ValueError("greeting_delay must be >= 0 (or None: no early-talker check)")
+        # RFC 5321 4.3.1 / RFC 2920: a client speaks only after the greeting.  With a
+        # delay set (modern: 0), one that talks first is refused, as Postfix's
+        # postscreen refuses "pregreet" bots.
+        self._greeting_delay = 0.0 if greeting_delay is None and modern else greeting_delay
         self.loop = loop if loop is not None else _current_loop()
         self.event_handler = handler
         self.data_size_limit = data_size_limit
@@ -286,6 +298,11 @@ class SessionProtocol(Connection):
     async def _serve(self) -> None:
         if self._proxy_timeout is not None and not await self._accept_proxy_header():
             return
+        if self._greeting_delay is not None and await self._talked_first(self._greeting_delay):
+            log.warning("%r sent data before the greeting", self.session.peer)
+            await self.push("554 5.5.1 Error: data sent before the greeting")
+            self._close_transport()
+            return
         await self.push(f"220 {self.hostname} {self.__ident__}")
         call_limit: collections.defaultdict[str, int] = collections.defaultdict(
             lambda: self._call_limit_default, self._call_limit_base
@@ -301,6 +318,14 @@ class SessionProtocol(Connection):
                 raise
             except Exception as error:  # any hook failure becomes a reply
                 await self.push(await self._describe_exception(error))
+
+    async def _talked_first(self, delay: float) -> bool:
+        if delay > 0 and not self._received_any:
+            # Not a synchronisation: the greeting is held back on purpose, so that a
+            # bot that does not wait for it shows itself.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wait_for_input(), delay)
+        return self._received_any
 
     async def _accept_proxy_header(self) -> bool:
         """PROXY protocol support arrives with the server hardening issue; until
@@ -334,6 +359,13 @@ class SessionProtocol(Connection):
             return
         command = verb.upper().decode("ascii")
         self._current_command = command
+        if command in _HTTP_METHODS and _HTTP_REQUEST.search(line):
+            # A browser or an HTTP proxy tunnel pointed at the SMTP port (a
+            # cross-protocol attack): nothing useful can follow.
+            log.warning("%r sent an HTTP request", self.session.peer)
+            await self.push("421 4.7.0 Error: HTTP request refused, this is an SMTP server")
+            self._close_transport()
+            return
         arg: str | None = None
         if arg_bytes:
             arg_bytes = arg_bytes.strip()

@@ -70,6 +70,26 @@ class Refuser(asyncio.Protocol):
         transport.close()
 
 
+class TooBusy(asyncio.Protocol):
+    """Answers a connection over ``max_connections`` with 421 and closes it, before
+    any SMTP session (or handler code) exists for it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        log.warning("%r refused: too many connections", transport.get_extra_info("peername"))
+        transport.write(b"421 4.7.0 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
+        transport.close()
+
+
+def over_connection_limit(sessions: Iterable[SMTP], maximum: int | None) -> bool:
+    """Whether ``maximum`` sessions are already live (made and not yet closed)."""
+    return maximum is not None and sum(not session._closing for session in sessions) >= maximum
+
+
+def check_connection_limit(maximum: int | None) -> None:
+    if maximum is not None and maximum < 1:
+        raise ValueError("max_connections must be at least 1 (or None for no limit)")
+
+
 async def close_connections(connections: Iterable[SMTP], timeout: float) -> None:
     """Close every live connection and wait for its task: ``Server.close()`` leaves
     accepted connections open, and from Python 3.12 ``wait_closed()`` waits for them."""

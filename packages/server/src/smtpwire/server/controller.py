@@ -43,8 +43,11 @@ from ._serving import (
     MessageQueue,
     Refuser,
     ServingThread,
+    TooBusy,
+    check_connection_limit,
     close_connections,
     finish_loop,
+    over_connection_limit,
     resolve_ready_timeout,
     running_loop,
     stacklevel_outside,
@@ -121,8 +124,11 @@ class BaseController(ABC):
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         server_kwargs: dict[str, Any] | None = None,
+        max_connections: int | None = None,
         **SMTP_parameters: Any,
     ) -> None:
+        check_connection_limit(max_connections)
+        self.max_connections = max_connections
         self.handler = handler
         # A loop the controller makes is its own to close (and to remake for the
         # next start); it is made on first use, so an unused controller leaks none.
@@ -165,6 +171,8 @@ class BaseController(ABC):
         return SMTP(self.handler, **self.SMTP_kwargs)
 
     def _factory_invoker(self) -> asyncio.BaseProtocol:
+        if over_connection_limit(self._connections, self.max_connections):
+            return TooBusy()
         try:
             smtpd = cast("SMTP | None", self.factory())
         except Exception:

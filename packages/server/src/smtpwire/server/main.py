@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._modern import RCPT_LIMIT_FLOOR
+from ._serving import TooBusy, over_connection_limit
 from .smtp import DATA_SIZE_DEFAULT, SMTP
 
 if sys.platform != "win32":
@@ -199,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Recipients per message; more get 452 (at least 100, default 1000).",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Sessions at once; one more is answered 421 and closed (default: no limit).",
+    )
+    parser.add_argument(
         "classargs",
         metavar="CLASSARGS",
         nargs="*",
@@ -221,6 +229,8 @@ def parseargs(
     options = parser.parse_args(args)
     if options.size < 0:
         parser.error(f"Invalid size: {options.size}")
+    if options.max_connections is not None and options.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
     if options.rcpt_limit < RCPT_LIMIT_FLOOR:
         parser.error(f"--rcpt-limit must be at least {RCPT_LIMIT_FLOOR}")
     options.host, options.port = _parse_listen(parser, options.listen)
@@ -342,11 +352,14 @@ class _Connections:
     dropped, because the handler is built then.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_connections: int | None = None) -> None:
         self.factory: Callable[[], SMTP] | None = None
         self.open: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self.max_connections = max_connections
 
-    def __call__(self) -> SMTP:
+    def __call__(self) -> asyncio.BaseProtocol:
+        if over_connection_limit(self.open, self.max_connections):
+            return TooBusy()
         if self.factory is None:  # pragma: no cover - the server only starts serving once set
             raise RuntimeError("the SMTP factory is not set")
         try:
@@ -475,7 +488,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     # up with asyncio.get_event_loop() while being built.
     asyncio.set_event_loop(loop)
     loop.set_debug(options.debug >= 3)
-    connections = _Connections()
+    connections = _Connections(options.max_connections)
     try:
         # Bind first: a server started as root may need a port below 1024.
         server = _bind(loop, parser, options, connections)
