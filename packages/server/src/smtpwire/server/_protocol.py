@@ -24,6 +24,8 @@ from smtpwire.common.lines import LineTooLong
 
 from ._auth import (
     AuthMethod,
+    CramMD5Secret,
+    auth_cram_md5,
     check_mechanism_name,
     discover_auth_methods,
 )
@@ -158,6 +160,7 @@ class SessionProtocol(Connection):
         rcpt_limit: int = RCPT_LIMIT_DEFAULT,
         bare_lf: BareNewlinePolicy | str = BareNewlinePolicy.KEEP,
         greeting_delay: float | None = None,
+        cram_md5_secret: CramMD5Secret | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
         self.extensions = Extensions.resolve(
@@ -198,6 +201,10 @@ class SessionProtocol(Connection):
         self._auth_methods: dict[str, AuthMethod] = discover_auth_methods(
             self, handler, auth_exclude_mechanism or ()
         )
+        self._cram_md5_secret = cram_md5_secret
+        excluded = {name.upper() for name in auth_exclude_mechanism or ()}
+        if cram_md5_secret is not None and "CRAM-MD5" not in excluded:
+            self._auth_methods.setdefault("CRAM-MD5", AuthMethod(True, auth_cram_md5))
         self._handle_hooks: dict[str, Callable[..., Any]] = {
             name[7:]: getattr(handler, name)
             for name in dir(handler)
