@@ -132,3 +132,51 @@ def test_modern_turns_the_early_talker_check_on() -> None:
 def test_greeting_delay_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="greeting_delay"):
         SMTP(Recorder(), greeting_delay=-1)
+
+
+# --- slow and endless clients ----------------------------------------------------------------
+
+
+def test_session_time_limit_closes_with_421() -> None:
+    with controller(session_limit=0.3) as server, RawClient(server.port) as client:
+        assert client.reply().code == 220
+        assert text(client.command("NOOP")) == "250 OK"
+        # No further command: the limit, not the idle timeout (300 s), ends it.
+        assert text(client.reply()) == "421 4.4.2 Error: session time limit exceeded, closing"
+        assert client.closed_by_server()
+
+
+def test_slowloris_during_data_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtpwire.server import _connection
+
+    monkeypatch.setattr(_connection, "_RATE_WINDOW", 0.2)
+    handler = Recorder()
+    with controller(handler, min_data_rate=10_000) as server, RawClient(server.port) as client:
+        assert client.reply().code == 220
+        client.send(b"HELO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        assert [r.code for r in client.replies(4)] == [250, 250, 250, 354]
+        client.send(b"Subject: slow\r\n")  # then nothing: far below 10,000 octets/s
+        assert text(client.reply()) == "421 4.4.2 Error: data arriving too slowly, closing"
+        assert client.closed_by_server()
+    assert handler.messages == []
+
+
+def test_a_fast_client_is_not_affected_by_the_rate_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtpwire.server import _connection
+
+    monkeypatch.setattr(_connection, "_RATE_WINDOW", 0.2)
+    handler = Recorder()
+    with controller(handler, min_data_rate=10_000) as server, RawClient(server.port) as client:
+        assert client.reply().code == 220
+        body = b"x" * 70 + b"\r\n"
+        client.send(b"HELO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        assert [r.code for r in client.replies(4)] == [250, 250, 250, 354]
+        client.send(body * 1000 + b".\r\n")
+        assert text(client.reply()) == "250 OK"
+    assert [len(m.content) for m in handler.messages] == [len(body) * 1000]
+
+
+@pytest.mark.parametrize("name", ["session_limit", "min_data_rate"])
+def test_limits_must_be_positive(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        SMTP(Recorder(), **{name: 0})

@@ -30,6 +30,8 @@ _INPUT_HIGH_WATER = 256 * 1024
 _INPUT_LOW_WATER = 64 * 1024
 # Write queued replies out before this much piles up even without a wait.
 _OUTBOX_FLUSH_AT = 64 * 1024
+# How often the data rate of a message being received is checked (seconds).
+_RATE_WINDOW = 10.0
 
 
 class Connection(asyncio.Protocol):
@@ -39,8 +41,19 @@ class Connection(asyncio.Protocol):
     loop: asyncio.AbstractEventLoop
     _handler_coroutine: asyncio.Task[None] | None
 
-    def _init_connection(self, *, max_line_length: int, timeout: float) -> None:
+    def _init_connection(
+        self,
+        *,
+        max_line_length: int,
+        timeout: float,
+        session_limit: float | None = None,
+        min_data_rate: float | None = None,
+    ) -> None:
         self.transport = None
+        self._session_limit = session_limit
+        self._min_data_rate = min_data_rate
+        self._message_octets = 0  # received while reading the current message
+        self._guards: list[asyncio.TimerHandle] = []
         self._handler_coroutine = None
         self._inbound = Inbound(max_line_length)
         self._outbox: list[bytes] = []
@@ -90,11 +103,15 @@ class Connection(asyncio.Protocol):
         self._idle_since = self.loop.time()
         if self._timeout_duration:
             self._timeout_handle = self.loop.call_later(self._timeout_duration, self._check_idle)
+        if self._session_limit:
+            self._guards.append(self.loop.call_later(self._session_limit, self._session_expired))
         self._handler_coroutine = self.loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
         self._received_any = True
         inbound = self._inbound
+        if inbound.reading_message:
+            self._message_octets += len(data)
         inbound.feed(data)
         if b"\n" in data:
             self._idle_since = self.loop.time()
@@ -125,6 +142,9 @@ class Connection(asyncio.Protocol):
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
             self._timeout_handle = None
+        for guard in self._guards:
+            guard.cancel()
+        self._guards.clear()
         self._wake_reader()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
@@ -219,13 +239,50 @@ class Connection(asyncio.Protocol):
         """Read a message after ``354`` through its terminator; the content chunks
         (empty if the decoder refused the message) or None if input ended first."""
         inbound = self._inbound
+        self._message_octets = 0
         inbound.begin_message(decoder)
-        while inbound.reading_message:
-            if inbound.closed or self._closing:
-                inbound.abandon_message()
-                return None
-            await self._wait_for_input()
+        rate_check = None
+        if self._min_data_rate and inbound.reading_message:
+            started = self.loop.time()
+            rate_check = self.loop.call_later(
+                _RATE_WINDOW, self._check_data_rate, started, self._min_data_rate
+            )
+        try:
+            while inbound.reading_message:
+                if inbound.closed or self._closing:
+                    inbound.abandon_message()
+                    return None
+                await self._wait_for_input()
+        finally:
+            if rate_check is not None:
+                rate_check.cancel()
         return inbound.take_message()
+
+    # -- slow and endless clients --------------------------------------------------------
+
+    def _check_data_rate(self, started: float, minimum: float) -> None:
+        """During a message, every ``_RATE_WINDOW`` seconds: a client sending slower
+        than ``minimum`` octets per second on average (a slowloris) is cut off."""
+        if self._closing or not self._inbound.reading_message:
+            return
+        rate = self._message_octets / max(self.loop.time() - started, 1e-9)
+        if rate < minimum:
+            log.warning("%r data rate %.0f B/s below %.0f", self._describe_peer(), rate, minimum)
+            self._say_and_close("421 4.4.2 Error: data arriving too slowly, closing")
+            return
+        self._guards.append(
+            self.loop.call_later(_RATE_WINDOW, self._check_data_rate, started, minimum)
+        )
+
+    def _session_expired(self) -> None:
+        if not self._closing:
+            log.warning("%r session time limit reached", self._describe_peer())
+            self._say_and_close("421 4.4.2 Error: session time limit exceeded, closing")
+
+    def _say_and_close(self, status: str) -> None:
+        """A last reply from outside the session task, after any already queued."""
+        self._outbox.append(self._encode_reply(status) + b"\r\n")
+        self._close_transport()
 
     def _discard_input(self) -> None:
         self._inbound.discard()

@@ -161,6 +161,8 @@ class SessionProtocol(Connection):
         bare_lf: BareNewlinePolicy | str = BareNewlinePolicy.KEEP,
         greeting_delay: float | None = None,
         cram_md5_secret: CramMD5Secret | None = None,
+        session_limit: float | None = None,
+        min_data_rate: float | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
         self.extensions = Extensions.resolve(
@@ -224,9 +226,16 @@ class SessionProtocol(Connection):
         # Replaced through the override points when the connection is made.
         self.session = Session(self.loop)
         self._set_post_data_state()
+        for name, value in (("session_limit", session_limit), ("min_data_rate", min_data_rate)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 (or None: no limit)")
         self._init_connection(
             max_line_length=max(self.line_length_limit, self.command_size_limit + 2),
             timeout=timeout,
+            # modern: one hour per session, and 64 octets a second while a message
+            # comes in (averaged over 10 s and more); both off for aiosmtpd's default.
+            session_limit=3600.0 if session_limit is None and modern else session_limit,
+            min_data_rate=64.0 if min_data_rate is None and modern else min_data_rate,
         )
 
     def _set_call_limits(self, limit: int | Mapping[str, int] | None) -> None:
