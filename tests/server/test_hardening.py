@@ -121,7 +121,7 @@ def test_client_waiting_for_the_greeting_is_served_after_the_delay() -> None:
         assert text(client.command("NOOP")) == "250 OK"
 
 
-def test_modern_turns_the_early_talker_check_on() -> None:
+async def test_modern_turns_the_early_talker_check_on() -> None:
     # With delay 0 the check sees the bytes already there when the greeting is due
     # (timing-dependent end to end, hence checked on the instance).
     assert SMTP(Recorder(), modern=True)._greeting_delay == 0.0
@@ -129,7 +129,7 @@ def test_modern_turns_the_early_talker_check_on() -> None:
     assert SMTP(Recorder())._greeting_delay is None
 
 
-def test_greeting_delay_must_not_be_negative() -> None:
+async def test_greeting_delay_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="greeting_delay"):
         SMTP(Recorder(), greeting_delay=-1)
 
@@ -177,6 +177,6 @@ def test_a_fast_client_is_not_affected_by_the_rate_check(monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("name", ["session_limit", "min_data_rate"])
-def test_limits_must_be_positive(name: str) -> None:
+async def test_limits_must_be_positive(name: str) -> None:
     with pytest.raises(ValueError, match=name):
         SMTP(Recorder(), **{name: 0})

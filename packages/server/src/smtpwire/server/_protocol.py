@@ -352,6 +352,7 @@ class SessionProtocol(Connection):
     async def _dispatch(
         self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]
     ) -> None:
+        self._current_command = ""  # until the verb is known: no exemption applies
         if isinstance(line, LineTooLong):
             await self.push("500 Command line too long")
             return
@@ -361,7 +362,6 @@ class SessionProtocol(Connection):
         ):
             # Postfix's smtpd_forbid_bare_newline: a line must end with CRLF and hold
             # no other CR or LF, so no peer can disagree about where it ends.
-            self._current_command = None
             await self.push("500 5.5.2 Error: bare <CR> or <LF> received")
             return
         line = line.rstrip(b"\r")
