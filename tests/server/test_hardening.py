@@ -180,3 +180,18 @@ def test_a_fast_client_is_not_affected_by_the_rate_check(monkeypatch: pytest.Mon
 async def test_limits_must_be_positive(name: str) -> None:
     with pytest.raises(ValueError, match=name):
         SMTP(Recorder(), **{name: 0})
+
+
+def test_bdat_line_with_a_bare_lf_under_reject_closes_so_its_chunk_is_never_executed() -> None:
+    handler = Recorder()
+    with (
+        controller(handler, chunking=True, bare_lf="reject") as server,
+        RawClient(server.port) as client,
+    ):
+        assert client.reply().code == 220
+        client.send(b"HELO me\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        assert [r.code for r in client.replies(3)] == [250, 250, 250]
+        client.send(b"BDAT 6\nNOOP\r\n")
+        assert text(client.reply()) == "500 5.5.2 Error: bare <CR> or <LF> received"
+        assert client.closed_by_server()  # no "250 OK" for the NOOP inside the chunk
+    assert handler.messages == []

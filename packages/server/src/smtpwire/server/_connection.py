@@ -113,7 +113,9 @@ class Connection(asyncio.Protocol):
         if inbound.reading_message:
             self._message_octets += len(data)
         inbound.feed(data)
-        if b"\n" in data:
+        if b"\n" in data or inbound.reading_message:
+            # Any octet of a message is progress (a binary BDAT chunk may hold no
+            # LF); a message sent too slowly is min_data_rate's business.
             self._idle_since = self.loop.time()
         if inbound.reading_message:
             return  # the decoder consumes it all; wake the task only at the end

@@ -274,6 +274,7 @@ class SessionProtocol(Connection):
         self.envelope = self._create_envelope()
         self._bdat_chunks: list[bytes] = []  # the BDAT chunks of the message so far
         self._bdat_size = 0
+        self._bdat_started = False  # a chunk was taken: DATA is out of sequence
 
     def _set_rset_state(self) -> None:
         self._set_post_data_state()
@@ -363,6 +364,9 @@ class SessionProtocol(Connection):
             # Postfix's smtpd_forbid_bare_newline: a line must end with CRLF and hold
             # no other CR or LF, so no peer can disagree about where it ends.
             await self.push("500 5.5.2 Error: bare <CR> or <LF> received")
+            if line[:5].upper() in (b"BDAT", b"BDAT "):
+                # Its chunk's octets follow: they must not be read as commands.
+                self._close_transport()
             return
         line = line.rstrip(b"\r")
         if not line:

@@ -462,6 +462,10 @@ class SMTP(SessionProtocol):
         if self.envelope.body_type == "BINARYMIME":
             await self.push("503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA")
             return
+        if self._bdat_started:
+            # RFC 3030 section 2: a transaction begun with BDAT ends with BDAT LAST.
+            await self.push("503 5.5.1 Error: DATA after BDAT in the same transaction")
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         if not await self._receive_content():
             return
@@ -495,6 +499,7 @@ class SMTP(SessionProtocol):
             return
         self._bdat_chunks.extend(chunks)
         self._bdat_size += bdat.size
+        self._bdat_started = True
         if not bdat.last:
             await self.push(f"250 OK {bdat.size} octets received")
             return
