@@ -37,6 +37,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._replies: collections.deque[SMTPReply] = collections.deque()
         self._expected = 1  # the greeting
         self._waiter: asyncio.Future[None] | None = None
+        self._wanted = 1  # replies the waiting reader needs before it is woken
         self._error: Exception | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
@@ -76,7 +77,9 @@ class SMTPProtocol(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
             # else: unsolicited; pairing it with the next command would shift every reply.
-        if self._replies:
+        if len(self._replies) >= self._wanted:
+            # Only once all the replies the reader waits for are in: a server that
+            # writes a pipelined batch's replies one by one wakes the reader once.
             self._wake()
 
     def eof_received(self) -> bool:
@@ -150,10 +153,12 @@ class SMTPProtocol(asyncio.Protocol):
                     armed = True
                 waiter = self._loop.create_future()
                 self._waiter = waiter
+                self._wanted = count - len(replies)
                 try:
                     await waiter
                 finally:
                     self._waiter = None
+                    self._wanted = 1
                 if self._timed_out:
                     # Checked after every wake-up: the timer may fire in the same
                     # loop iteration as a reply that already woke the reader.
