@@ -232,10 +232,10 @@ class SessionProtocol(Connection):
         self._init_connection(
             max_line_length=max(self.line_length_limit, self.command_size_limit + 2),
             timeout=timeout,
-            # modern: one hour per session, and 64 octets a second while a message
-            # comes in (averaged over 10 s and more); both off for aiosmtpd's default.
+            # modern: one hour per session.  No minimum data rate unless asked for: a
+            # person typing a message by hand into the CLI's server would trip it.
             session_limit=3600.0 if session_limit is None and modern else session_limit,
-            min_data_rate=64.0 if min_data_rate is None and modern else min_data_rate,
+            min_data_rate=min_data_rate,
         )
 
     def _set_call_limits(self, limit: int | Mapping[str, int] | None) -> None:
