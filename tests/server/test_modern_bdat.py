@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from smtpwire.client import SMTP as Client
-from smtpwire.server.session import Envelope, RecipientDSN, Session
+from smtpwire.server.session import RecipientDSN
 from smtpwire.server.smtp import SMTP
-from support.server import WAIT, RawClient, serving, text
+from support.server import WAIT, EnvelopeKeeper, greeted, replies_until_close, serving, text
 
 HOST = "mx.test"
 ENVELOPE = b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n"
@@ -33,19 +33,7 @@ BARE_IN_DATA = "550 5.5.2 Error: bare <CR> or <LF> in message data"
 # -- helpers ------------------------------------------------------------------------------
 
 
-class Keeper:
-    """Keeps every envelope handed to handle_DATA."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-    @property
-    def contents(self) -> list[bytes | None]:
-        return [envelope.original_content for envelope in self.envelopes]
+Keeper = EnvelopeKeeper
 
 
 class Tracking(SMTP):
@@ -70,26 +58,8 @@ def smtp(handler: Any, **kwargs: Any) -> Any:
     return lambda: SMTP(handler, **kwargs)
 
 
-def greeted(port: int) -> RawClient:
-    client = RawClient(port)
-    assert client.reply().code == 220
-    assert client.command("EHLO client.example").code == 250
-    return client
-
-
 def bdat(chunk: bytes, *, last: bool = False) -> bytes:
     return b"BDAT %d%s\r\n%s" % (len(chunk), b" LAST" if last else b"", chunk)
-
-
-def replies_until_close(client: RawClient) -> list[str]:
-    """Every reply until the server closes the connection (each read bounded)."""
-    replies: list[str] = []
-    for _ in range(10_000):
-        try:
-            replies.append(text(client.reply()))
-        except ConnectionError:
-            return replies
-    raise AssertionError("the server never closed the connection")
 
 
 # -- BDAT on the wire -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from smtpwire.common.replies import SMTPReply
 from smtpwire.server.controller import Controller
 from smtpwire.server.session import Envelope, RecipientDSN, Session
 from smtpwire.server.smtp import SMTP
-from support.server import RawClient, serving, text
+from support.server import EnvelopeKeeper, RawClient, greeted, replies_until_close, serving, text
 
 HOST = "mx.test"
 AIOSMTPD_EHLO = [f"250-{HOST}", "250-SIZE 33554432", "250-8BITMIME"]
@@ -44,12 +44,9 @@ BARE_IN_DATA = "550 5.5.2 Error: bare <CR> or <LF> in message data"
 # -- helpers ------------------------------------------------------------------------------
 
 
-class Keeper:
-    """Keeps every envelope handed to handle_DATA (DSN and BODY fields included);
-    refuses RCPT for ``nobody@`` (with an enhanced code) and ``gone@`` (without)."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
+class Keeper(EnvelopeKeeper):
+    """Keeps every envelope handed to handle_DATA; refuses RCPT for ``nobody@``
+    (with an enhanced code) and ``gone@`` (without)."""
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -62,29 +59,10 @@ class Keeper:
         envelope.rcpt_options.extend(options)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-    @property
-    def contents(self) -> list[bytes | None]:
-        return [envelope.original_content for envelope in self.envelopes]
-
-    @property
-    def senders(self) -> list[str | None]:
-        return [envelope.mail_from for envelope in self.envelopes]
-
 
 def smtp(handler: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("hostname", HOST)
     return lambda: SMTP(handler, **kwargs)
-
-
-def greeted(port: int, greeting: str = "EHLO client.example") -> RawClient:
-    client = RawClient(port)
-    assert client.reply().code == 220
-    assert client.command(greeting).code == 250
-    return client
 
 
 def wire(reply: SMTPReply) -> list[str]:
@@ -94,17 +72,6 @@ def wire(reply: SMTPReply) -> list[str]:
         f"{reply.code}{' ' if index == last else '-'}{line}"
         for index, line in enumerate(reply.lines)
     ]
-
-
-def replies_until_close(client: RawClient) -> list[str]:
-    """Every reply until the server closes the connection (each read bounded)."""
-    replies: list[str] = []
-    for _ in range(10_000):
-        try:
-            replies.append(text(client.reply()))
-        except ConnectionError:
-            return replies
-    raise AssertionError("the server never closed the connection")
 
 
 def current_envelope(server: Any) -> Envelope:

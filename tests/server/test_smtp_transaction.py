@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from smtpwire.server.smtp import SMTP, Envelope, Session
-from support.server import RawClient, serving
+from support.server import RawClient, greeted, serving
 
 HOST = "testhost"
 MAIL_SYNTAX = "501 Syntax: MAIL FROM: <address>"
@@ -38,13 +38,6 @@ def smtp(handler: Any = None, **kwargs: Any) -> Any:
     kwargs.setdefault("hostname", HOST)
     handler = handler if handler is not None else Recorder()
     return lambda: SMTP(handler, **kwargs)
-
-
-def greeted(port: int, greeting: str = "EHLO client.example") -> RawClient:
-    client = RawClient(port)
-    assert client.reply().code == 220
-    assert client.command(greeting).code == 250
-    return client
 
 
 def envelope_of(server: Any) -> Envelope:

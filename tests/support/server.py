@@ -198,3 +198,41 @@ def read_until_eof(sock: socket.socket) -> bytes:
     else:
         raise AssertionError("the server never closed the connection")
     return bytes(received)
+
+
+def greeted(port: int, greeting: str = "EHLO client.example") -> RawClient:
+    client = RawClient(port)
+    assert client.reply().code == 220
+    assert client.command(greeting).code == 250
+    return client
+
+
+def replies_until_close(client: RawClient) -> list[str]:
+    """Every reply until the server closes the connection (each read bounded)."""
+    replies: list[str] = []
+    for _ in range(10_000):
+        try:
+            replies.append(text(client.reply()))
+        except ConnectionError:
+            return replies
+    raise AssertionError("the server never closed the connection")
+
+
+class EnvelopeKeeper:
+    """A handler keeping every envelope handed to handle_DATA, whole (DSN and BODY
+    fields included)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+    @property
+    def contents(self) -> list[bytes | None]:
+        return [envelope.original_content for envelope in self.envelopes]
+
+    @property
+    def senders(self) -> list[str | None]:
+        return [envelope.mail_from for envelope in self.envelopes]
