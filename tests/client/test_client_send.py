@@ -18,7 +18,7 @@ import pytest
 
 import smtpwire.client as aiosmtplib
 from smtpwire.server.smtp import SMTP as ServerSMTP
-from support.client_harness import make_client
+from support.client_harness import RefusingHandler, make_client
 from support.server import ServerThread, serving
 
 HOST = "testhost"
@@ -40,33 +40,17 @@ class Delivered:
     smtp_utf8: bool
 
 
-class Sink:
+class Sink(RefusingHandler):
     """Records every delivered message; refuses senders starting "refused", recipients
     starting "nobody", and messages holding ``REJECT-ME``."""
+
+    accepted = "250 2.0.0 Queued as 42"
+    name_the_refused_recipient = True
 
     def __init__(self) -> None:
         self.messages: list[Delivered] = []
 
-    async def handle_MAIL(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address.startswith("refused"):
-            return "553 5.7.1 Sender refused"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address.startswith("nobody"):
-            return f"550 5.1.1 No such user {address}"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if b"REJECT-ME" in envelope.original_content:
-            return "554 5.6.0 Message refused"
+    def record(self, envelope: Any) -> None:
         self.messages.append(
             Delivered(
                 envelope.mail_from,
@@ -76,7 +60,6 @@ class Sink:
                 envelope.smtp_utf8,
             )
         )
-        return "250 2.0.0 Queued as 42"
 
 
 class RecordingServer(ServerSMTP):

@@ -20,7 +20,7 @@ import pytest
 
 import smtpwire.client as aiosmtplib
 from smtpwire.server.smtp import SMTP as ServerSMTP
-from support.client_harness import make_client
+from support.client_harness import RefusingHandler, make_client
 from support.server import ServerThread, serving
 
 HOST = "testhost"
@@ -35,37 +35,19 @@ class Delivered:
     content: bytes
 
 
-class Sink:
+class Sink(RefusingHandler):
     """Records every delivered message; refuses senders starting "refused", recipients
     starting "nobody", and messages holding ``REJECT-ME``."""
+
+    name_the_refused_recipient = True
 
     def __init__(self) -> None:
         self.messages: list[Delivered] = []
 
-    async def handle_MAIL(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address.startswith("refused"):
-            return "553 5.7.1 Sender refused"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address.startswith("nobody"):
-            return f"550 5.1.1 No such user {address}"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if b"REJECT-ME" in envelope.original_content:
-            return "554 5.6.0 Message refused"
+    def record(self, envelope: Any) -> None:
         self.messages.append(
             Delivered(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
-        return "250 OK"
 
 
 class RecordingServer(ServerSMTP):

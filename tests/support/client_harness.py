@@ -20,12 +20,13 @@ UTF8_ADDRESS = "jos\u00e9@ex\u00e4mple.com"
 WAIT = 10.0
 
 
-class Sink:
-    """Records every delivered message; refuses senders starting "refused", recipients
-    starting "nobody", and messages holding ``REJECT-ME``."""
+class RefusingHandler:
+    """Refuses senders starting "refused", recipients starting "nobody", and messages
+    holding ``REJECT-ME``; subclasses say what to keep of an accepted message
+    (:meth:`record`) and how to answer it (:attr:`accepted`)."""
 
-    def __init__(self) -> None:
-        self.messages: list[tuple[str | None, list[str], bytes]] = []
+    accepted = "250 OK"
+    name_the_refused_recipient = False
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -40,17 +41,31 @@ class Sink:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if address.startswith("nobody"):
-            return "550 5.1.1 No such user"
+            suffix = f" {address}" if self.name_the_refused_recipient else ""
+            return f"550 5.1.1 No such user{suffix}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if b"REJECT-ME" in envelope.original_content:
             return "554 5.6.0 Message refused"
+        self.record(envelope)
+        return self.accepted
+
+    def record(self, envelope: Any) -> None:
+        raise NotImplementedError
+
+
+class Sink(RefusingHandler):
+    """Keeps (sender, recipients, content) of every delivered message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str | None, list[str], bytes]] = []
+
+    def record(self, envelope: Any) -> None:
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
-        return "250 OK"
 
 
 class NoEhloServer(ServerSMTP):
