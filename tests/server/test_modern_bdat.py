@@ -196,6 +196,19 @@ def test_a_chunk_in_many_small_writes_is_assembled() -> None:
     assert handler.contents == [chunk]
 
 
+def test_a_chunk_whose_last_octets_arrive_alone_without_a_newline_is_answered() -> None:
+    # The final segment holds no LF: the session must still be woken (it was not).
+    handler = Keeper()
+    with serving(smtp(handler)) as server, greeted(server.port) as client:
+        client.send(ENVELOPE)
+        assert [reply.code for reply in client.replies(2)] == [250, 250]
+        client.send(b"NOOP\r\nBDAT 3 LAST\r\nab")
+        assert text(client.reply()) == "250 OK"  # NOOP: the server has read "ab"
+        client.send(b"c")
+        assert text(client.reply()) == "250 OK"
+    assert handler.contents == [b"abc"]
+
+
 @pytest.mark.parametrize(
     "sent",
     [bdat(b"0123456789", last=True)[:-4], bdat(b"first") + bdat(b"0123456789")[:-1]],

@@ -19,6 +19,7 @@ from smtpwire.common.data import DataDecoder
 from smtpwire.common.lines import LineTooLong
 
 from ._inbound import ExactBytes, Inbound
+from .proxy_protocol import HeaderCollector
 
 __all__ = ["Connection"]
 
@@ -110,15 +111,20 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._received_any = True
         inbound = self._inbound
-        if inbound.reading_message:
+        was_reading = inbound.reading_message
+        if was_reading:
             self._message_octets += len(data)
         inbound.feed(data)
-        if b"\n" in data or inbound.reading_message:
+        if b"\n" in data or was_reading:
             # Any octet of a message is progress (a binary BDAT chunk may hold no
             # LF); a message sent too slowly is min_data_rate's business.
             self._idle_since = self.loop.time()
         if inbound.reading_message:
             return  # the decoder consumes it all; wake the task only at the end
+        if was_reading:
+            # The message ended in this data: its last octets need not hold an LF
+            # (a BDAT chunk, a PROXY v2 header).
+            self._wake_reader()
         transport = self.transport
         if inbound.buffered > _INPUT_HIGH_WATER and transport and not self._reading_paused:
             self._reading_paused = True
@@ -237,7 +243,9 @@ class Connection(asyncio.Protocol):
             await self._wait_for_input()
         return None
 
-    async def _read_message(self, decoder: DataDecoder | ExactBytes) -> list[bytes] | None:
+    async def _read_message(
+        self, decoder: DataDecoder | ExactBytes | HeaderCollector
+    ) -> list[bytes] | None:
         """Read a message after ``354`` through its terminator; the content chunks
         (empty if the decoder refused the message) or None if input ended first."""
         inbound = self._inbound

@@ -31,6 +31,7 @@ from ._auth import (
 )
 from ._connection import Connection
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
+from .proxy_protocol import HeaderCollector, parse_header
 from .session import (
     MISSING,
     AuthCallbackType,
@@ -197,6 +198,9 @@ class SessionProtocol(Connection):
             log.warning("auth_required == True but auth_require_tls == False")
         if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:
             raise ValueError("proxy_protocol_timeout must be > 0")
+        if proxy_protocol_timeout is not None and proxy_protocol_timeout < 3.0:
+            # A proxy may be slow to send the header it holds until its client speaks.
+            log.warning("proxy_protocol_timeout < 3.0")
         self._proxy_timeout = proxy_protocol_timeout
         self._authenticator = authenticator
         self._auth_callback = auth_callback or login_always_fail
@@ -345,10 +349,38 @@ class SessionProtocol(Connection):
         return self._received_any
 
     async def _accept_proxy_header(self) -> bool:
-        """PROXY protocol support arrives with the server hardening issue; until
-        then a server configured to expect a PROXY header refuses the connection."""
-        log.warning("%r PROXY protocol is not supported yet", self.session.peer)
-        return False
+        """Before the greeting: a PROXY header within the timeout, valid, and
+        accepted by the handler's ``handle_PROXY``; otherwise the connection is
+        closed without a reply (aiosmtpd's behaviour)."""
+        assert self._proxy_timeout is not None  # noqa: S101 - the caller checked
+        peer = self.session.peer
+        log.debug("%r waiting PROXY handshake", peer)
+        collector = HeaderCollector()
+        try:
+            read = await asyncio.wait_for(self._read_message(collector), self._proxy_timeout)
+        except asyncio.TimeoutError:
+            log.warning("%r timeout waiting for PROXY handshake", peer)
+            return False
+        if read is None:
+            log.info("%r connection lost during PROXY handshake", peer)
+            return False
+        proxy_data = parse_header(collector.header)
+        self.session.proxy_data = proxy_data
+        if not proxy_data:
+            log.warning("%r invalid PROXY handshake", peer)
+            return False
+        log.info("%r valid PROXY handshake", peer)
+        # Only what came after the header counts for the early-talker check.
+        self._received_any = self._inbound.buffered > 0
+        try:
+            status = await self._call_handler_hook("PROXY", proxy_data)
+        except Exception:
+            log.exception("%r handle_PROXY failed", peer)
+            return False
+        if status is MISSING or not status:
+            log.info("%r rejected by handle_PROXY", peer)
+            return False
+        return True
 
     async def _dispatch(
         self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]

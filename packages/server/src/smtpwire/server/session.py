@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from smtpwire.common.mail_parameters import OriginalRecipient
 
 if TYPE_CHECKING:
+    from .proxy_protocol import ProxyData
     from .smtp import SMTP
 
 __all__ = [
@@ -97,7 +98,8 @@ class Session:
         self.host_name: str | None = None
         self.extended_smtp = False
         self.loop = loop
-        self.proxy_data: Any = None  # a ProxyData once PROXY protocol support lands
+        # With proxy_protocol_timeout: the PROXY header the load balancer sent.
+        self.proxy_data: ProxyData | None = None
         self.auth_data: Any = None
         self.authenticated: bool | None = None
         self._login_data: Any = None
