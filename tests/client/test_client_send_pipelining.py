@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import smtpwire.client as aiosmtplib
+from smtpwire.server._content import Accumulated
 from smtpwire.server.smtp import SMTP as ServerSMTP
 from support.client_harness import RefusingHandler, make_client
 from support.server import ServerThread, serving
@@ -291,8 +292,9 @@ async def test_data_accepted_despite_no_recipients_is_ended_empty(sink: Sink) ->
                 await super().smtp_DATA(arg)
                 return
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            await self._receive_content()
-            self.lax_content = self.envelope.original_content
+            content = Accumulated()
+            await self._read_message(self._data_decoder(), content.write)
+            self.lax_content = content.value()
             self._set_post_data_state()
             await self.push("554 5.5.1 No valid recipients")
 

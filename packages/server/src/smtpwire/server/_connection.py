@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from smtpwire.common.data import DataDecoder
@@ -120,17 +121,26 @@ class Connection(asyncio.Protocol):
             # LF); a message sent too slowly is min_data_rate's business.
             self._idle_since = self.loop.time()
         if inbound.reading_message:
-            return  # the decoder consumes it all; wake the task only at the end
+            # The decoder consumes it all; the task is woken at the end, or when
+            # enough content is pending, and reading pauses if it falls behind.
+            if inbound.worth_taking:
+                if inbound.pending >= 2 * inbound.wake_at:
+                    self._pause_reading()
+                self._wake_reader()
+            return
         if was_reading:
             # The message ended in this data: its last octets need not hold an LF
             # (a BDAT chunk, a PROXY v2 header).
             self._wake_reader()
-        transport = self.transport
-        if inbound.buffered > _INPUT_HIGH_WATER and transport and not self._reading_paused:
-            self._reading_paused = True
-            transport.pause_reading()
+        if inbound.buffered > _INPUT_HIGH_WATER:
+            self._pause_reading()
         if b"\n" in data or inbound.buffered > inbound.max_line_length:
             self._wake_reader()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         self._inbound.closed = True
@@ -220,7 +230,8 @@ class Connection(asyncio.Protocol):
         self._input_waiter = waiter
         try:
             await self._flush_and_drain()
-            if self._reading_paused and self._inbound.buffered < _INPUT_LOW_WATER:
+            inbound = self._inbound
+            if self._reading_paused and inbound.buffered + inbound.pending < _INPUT_LOW_WATER:
                 self._reading_paused = False
                 if self.transport is not None:
                     self.transport.resume_reading()
@@ -244,13 +255,20 @@ class Connection(asyncio.Protocol):
         return None
 
     async def _read_message(
-        self, decoder: DataDecoder | ExactBytes | HeaderCollector
-    ) -> list[bytes] | None:
-        """Read a message after ``354`` through its terminator; the content chunks
-        (empty if the decoder refused the message) or None if input ended first."""
+        self,
+        decoder: DataDecoder | ExactBytes | HeaderCollector,
+        sink: Callable[[bytes], Awaitable[object]] | None = None,
+        *,
+        wake_at: int = 0,
+    ) -> bool:
+        """Read a message (after ``354``, a BDAT line, or a PROXY header) through
+        its end, handing its content to ``sink`` piece by piece as it is decoded
+        (``wake_at`` octets at a time, or all at the end); False if input ended
+        first.  A refused message stops reaching the sink: see the decoder's
+        ``violation``."""
         inbound = self._inbound
         self._message_octets = 0
-        inbound.begin_message(decoder)
+        inbound.begin_message(decoder, wake_at)
         rate_check = None
         if self._min_data_rate and inbound.reading_message:
             started = self.loop.time()
@@ -258,15 +276,19 @@ class Connection(asyncio.Protocol):
                 _RATE_WINDOW, self._check_data_rate, started, self._min_data_rate
             )
         try:
-            while inbound.reading_message:
+            while True:
+                for chunk in inbound.take_content():
+                    if sink is not None:
+                        await sink(chunk)
+                if not inbound.reading_message:
+                    return True
                 if inbound.closed or self._closing:
                     inbound.abandon_message()
-                    return None
+                    return False
                 await self._wait_for_input()
         finally:
             if rate_check is not None:
                 rate_check.cancel()
-        return inbound.take_message()
 
     # -- slow and endless clients --------------------------------------------------------
 

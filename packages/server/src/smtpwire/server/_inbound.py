@@ -2,11 +2,14 @@
 
 The protocol's ``data_received`` feeds everything here; the session task takes
 lines out one at a time.  While a message is being read the bytes go straight
-into a :class:`~smtpwire.common.data.DataDecoder` without waking the task for
-every chunk, and whatever follows the end of the message (pipelined commands)
-goes back to the line reader.  Memory stays bounded: a partial command line is
-capped by the line reader, complete lines by the caller pausing the transport
-(see :attr:`Inbound.buffered`), and a message by the decoder's size limit.
+into a :class:`~smtpwire.common.data.DataDecoder`; its output waits in
+:attr:`Inbound.pending` until the session task takes it (at the end of the
+message, or each time ``wake_at`` octets are pending), and whatever follows the
+end of the message (pipelined commands) goes back to the line reader.  Memory
+stays bounded: a partial command line is capped by the line reader, complete
+lines and pending content by the caller pausing the transport (see
+:attr:`Inbound.buffered` and :attr:`Inbound.pending`), and a message by the
+decoder's size limit.
 """
 
 from __future__ import annotations
@@ -55,12 +58,14 @@ class ExactBytes:
 
 
 class Inbound:
-    __slots__ = ("_chunks", "_decoder", "_lines", "closed")
+    __slots__ = ("_chunks", "_decoder", "_lines", "closed", "pending", "wake_at")
 
     def __init__(self, max_line_length: int) -> None:
         self._lines = LineReader(max_line_length)
         self._decoder: _Decoder | None = None
         self._chunks: list[bytes] = []
+        self.pending = 0  # octets of message content not yet taken
+        self.wake_at = 0  # pending octets worth waking the session for (0: at the end)
         self.closed = False  # end of input: EOF or connection lost
 
     @property
@@ -94,8 +99,10 @@ class Inbound:
         if decoder.violation is not None:
             # The message is refused: keep nothing of it, only look for its end.
             self._chunks.clear()
+            self.pending = 0
         elif content:
             self._chunks.append(content)
+            self.pending += len(content)
         if decoder.done:
             self._decoder = None
             if decoder.remainder:
@@ -104,22 +111,31 @@ class Inbound:
     def next_line(self) -> bytes | LineTooLong | None:
         return self._lines.next_line()
 
-    def begin_message(self, decoder: _Decoder) -> None:
+    @property
+    def worth_taking(self) -> bool:
+        """Whether the session should take the pending content now."""
+        return self.wake_at > 0 and self.pending >= self.wake_at
+
+    def begin_message(self, decoder: _Decoder, wake_at: int = 0) -> None:
         """Switch to reading a message; bytes already buffered are its start."""
         self._chunks = []
+        self.pending = 0
+        self.wake_at = wake_at
         self._decoder = decoder
         rest = self._lines.take_buffered()
         if rest:
             self.feed(rest)
 
-    def take_message(self) -> list[bytes]:
-        """The content chunks of the message just read (empty if it was refused)."""
+    def take_content(self) -> list[bytes]:
+        """The message content decoded since last taken (none once it is refused)."""
         chunks, self._chunks = self._chunks, []
+        self.pending = 0
         return chunks
 
     def abandon_message(self) -> None:
         self._decoder = None
         self._chunks = []
+        self.pending = 0
 
     def discard(self) -> None:
         """Forget unprocessed input (after STARTTLS, plaintext must never be executed)."""

@@ -30,6 +30,7 @@ from ._auth import (
     discover_auth_methods,
 )
 from ._connection import Connection
+from ._content import ChunkLineEndings, MessageContent
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from .proxy_protocol import HeaderCollector, parse_header
 from .session import (
@@ -276,7 +277,11 @@ class SessionProtocol(Connection):
 
     def _set_post_data_state(self) -> None:
         self.envelope = self._create_envelope()
-        self._bdat_chunks: list[bytes] = []  # the BDAT chunks of the message so far
+        content: MessageContent | None = getattr(self, "_bdat_content", None)
+        if content is not None:
+            content.abort("transaction ended before BDAT LAST")
+        self._bdat_content: MessageContent | None = None  # of the BDAT message so far
+        self._bdat_endings: ChunkLineEndings | None = None
         self._bdat_size = 0
         self._bdat_started = False  # a chunk was taken: DATA is out of sequence
 
@@ -298,6 +303,8 @@ class SessionProtocol(Connection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         log.info("%r connection lost", self.session.peer)
+        if self._bdat_content is not None:
+            self._bdat_content.abort("connection lost")  # between two BDAT chunks
         super().connection_lost(exc)
 
     def _describe_peer(self) -> PeerType:
@@ -357,11 +364,11 @@ class SessionProtocol(Connection):
         log.debug("%r waiting PROXY handshake", peer)
         collector = HeaderCollector()
         try:
-            read = await asyncio.wait_for(self._read_message(collector), self._proxy_timeout)
+            complete = await asyncio.wait_for(self._read_message(collector), self._proxy_timeout)
         except asyncio.TimeoutError:
             log.warning("%r timeout waiting for PROXY handshake", peer)
             return False
-        if read is None:
+        if not complete:
             log.info("%r connection lost during PROXY handshake", peer)
             return False
         proxy_data = parse_header(collector.header)

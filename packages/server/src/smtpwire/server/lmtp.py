@@ -30,12 +30,7 @@ class LMTP(SMTP):
     async def smtp_EHLO(self, hostname: str | None) -> None:
         await self.push('500 Error: command "EHLO" not recognized')
 
-    async def _deliver(self) -> None:
-        recipients = len(self.envelope.rcpt_tos)
-        try:
-            status = await self._call_data_hook()
-        finally:
-            self._set_post_data_state()
+    async def _reply_to_message(self, status: object, recipients: int) -> None:
         for reply in _per_recipient(status, recipients):
             await self.push(reply)
 

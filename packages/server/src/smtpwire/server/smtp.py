@@ -10,17 +10,18 @@ them for HELP with :func:`syntax`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import ssl
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from smtpwire.common.data import (
     BareNewlinePolicy,
     DataDecoder,
     DataViolation,
-    normalize_line_endings,
 )
 from smtpwire.common.errors import ProtocolError
 from smtpwire.common.mail_parameters import (
@@ -39,6 +40,7 @@ from ._auth import (
     challenge_client,
     run_auth,
 )
+from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
 from ._inbound import ExactBytes
 from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
 from ._protocol import (
@@ -467,9 +469,7 @@ class SMTP(SessionProtocol):
             await self.push("503 5.5.1 Error: DATA after BDAT in the same transaction")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        if not await self._receive_content():
-            return
-        await self._deliver()
+        await self._receive_data()
 
     @syntax("BDAT <size> [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:
@@ -485,10 +485,25 @@ class SMTP(SessionProtocol):
             self._close_transport()
             return
         refusal = self._bdat_refusal(bdat.size)
-        chunks: list[bytes] | None = []
+        if refusal is None and self._bdat_content is None:
+            self._bdat_content = self._open_content()
+            binary = self.envelope.body_type == "BINARYMIME"  # delivered byte for byte
+            policy = BareNewlinePolicy.KEEP if binary else self.extensions.bare_lf
+            self._bdat_endings = ChunkLineEndings(policy)
+        content, endings = self._bdat_content, self._bdat_endings
+
+        async def take(data: bytes) -> None:
+            if content is not None and endings is not None:
+                await content.write(endings.feed(data))
+
+        complete = True
         if bdat.size:
-            chunks = await self._read_message(ExactBytes(bdat.size, keep=refusal is None))
-        if chunks is None:
+            complete = await self._read_message(
+                ExactBytes(bdat.size, keep=refusal is None),
+                take,
+                wake_at=content.wake_at if content is not None else 0,
+            )
+        if not complete:
             log.info("%r connection lost during BDAT", self._describe_peer())
             self._set_post_data_state()
             return
@@ -497,19 +512,23 @@ class SMTP(SessionProtocol):
                 self._set_post_data_state()  # the transaction failed (RFC 3030 section 4.2)
             await self.push(refusal)
             return
-        self._bdat_chunks.extend(chunks)
+        assert content is not None  # noqa: S101 - set above
+        assert endings is not None  # noqa: S101
         self._bdat_size += bdat.size
         self._bdat_started = True
+        if endings.refused:
+            content.abort("bare <CR> or <LF> in the message")
         if not bdat.last:
             await self.push(f"250 OK {bdat.size} octets received")
             return
-        content = self._checked_line_endings(b"".join(self._bdat_chunks))
-        if content is None:
+        await content.write(endings.flush())
+        if endings.refused:
+            await content.settled()
             self._set_post_data_state()
             await self.push(_BARE_NEWLINE_REFUSED)
             return
-        if await self._store_content(content):
-            await self._deliver()
+        self._bdat_content = None  # the message is complete: no longer to be aborted
+        await self._complete_message(content)
 
     def _bdat_refusal(self, size: int) -> str | None:
         """Why a BDAT chunk of ``size`` octets cannot be taken, if it cannot."""
@@ -523,18 +542,6 @@ class SMTP(SessionProtocol):
             return "552 Error: Too much mail data"
         return None
 
-    def _checked_line_endings(self, content: bytes) -> bytes | None:
-        """A BDAT message under the bare-LF policy (BINARYMIME is binary: untouched);
-        None if the policy refuses it."""
-        policy = self.extensions.bare_lf
-        if policy is BareNewlinePolicy.KEEP or self.envelope.body_type == "BINARYMIME":
-            return content
-        if policy is BareNewlinePolicy.NORMALIZE:
-            return normalize_line_endings(content)
-        crlf = content.count(b"\r\n")
-        bare = content.count(b"\n") != crlf or content.count(b"\r") != crlf
-        return None if bare else content
-
     def _data_decoder(self) -> DataDecoder:
         return DataDecoder(
             max_size=self.data_size_limit or None,
@@ -542,16 +549,25 @@ class SMTP(SessionProtocol):
             bare_newline=self.extensions.bare_lf,
         )
 
-    async def _receive_content(self) -> bool:
-        """Read the message into the envelope; False (after any error reply) if
-        there is nothing to deliver."""
+    def _open_content(self) -> MessageContent:
+        """Where the next message goes: to ``handle_DATA_STREAM`` as it arrives if
+        the handler has that hook, otherwise kept whole for ``handle_DATA``."""
+        if "DATA_STREAM" in self._handle_hooks:
+            return Streamed(functools.partial(self._call_handler_hook, "DATA_STREAM"))
+        return Accumulated()
+
+    async def _receive_data(self) -> None:
+        """Read a DATA message through its terminator, then deliver or refuse it."""
         decoder = self._data_decoder()
-        chunks = await self._read_message(decoder)
-        if chunks is None:
+        content = self._open_content()
+        if not await self._read_message(decoder, content.write, wake_at=content.wake_at):
             log.info("%r connection lost during DATA", self._describe_peer())
+            content.abort("connection lost")
             self._set_post_data_state()
-            return False
+            return
         if decoder.violation is not None:
+            content.abort(f"refused: {decoder.violation.name}")
+            await content.settled()
             self._set_post_data_state()
             if decoder.violation is DataViolation.TOO_LARGE:
                 await self.push("552 Error: Too much mail data")
@@ -559,10 +575,14 @@ class SMTP(SessionProtocol):
                 await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
             else:
                 await self.push(_BARE_NEWLINE_REFUSED)
-            return False
-        original_content = b"".join(chunks)
-        chunks.clear()
-        return await self._store_content(original_content)
+            return
+        await self._complete_message(content)
+
+    async def _complete_message(self, content: MessageContent) -> None:
+        if isinstance(content, Streamed):
+            await self._deliver(content.finish)
+        elif await self._store_content(content.value()):
+            await self._deliver(self._call_data_hook)
 
     async def _store_content(self, original_content: bytes) -> bool:
         """Put a received message on the envelope, decoded if the server decodes;
@@ -581,14 +601,18 @@ class SMTP(SessionProtocol):
         self.envelope.original_content = original_content
         return True
 
-    async def _deliver(self) -> None:
+    async def _deliver(self, handler_verdict: Callable[[], Awaitable[Any]]) -> None:
         """Hand the received message to the handler and reply."""
+        recipients = len(self.envelope.rcpt_tos)
         try:
-            status = await self._call_data_hook()
+            status = await handler_verdict()
         finally:
             # The end of data ends the transaction, even when the handler fails
             # (RFC 5321 section 4.1.1.4).
             self._set_post_data_state()
+        await self._reply_to_message(MISSING if status is None else status, recipients)
+
+    async def _reply_to_message(self, status: Any, recipients: int) -> None:
         await self.push("250 OK" if status is MISSING else status)
 
     async def _call_data_hook(self) -> Any:
