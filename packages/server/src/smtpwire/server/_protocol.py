@@ -16,6 +16,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
@@ -167,6 +168,7 @@ class SessionProtocol(Connection):
         min_data_rate: float | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
+        self.made_at = time.monotonic()  # for counting connections not yet made
         self.extensions = Extensions.resolve(
             modern=modern, pipelining=pipelining, chunking=chunking, dsn=dsn,
             enhanced_status_codes=enhanced_status_codes, rcpt_limit=rcpt_limit, bare_lf=bare_lf,
@@ -185,6 +187,9 @@ class SessionProtocol(Connection):
         self._decode_data = decode_data
         self.hostname = hostname if hostname is not None else _local_fqdn()
         self.tls_context = tls_context
+        # Set by a controller serving implicit TLS: the handshake runs at the start
+        # of the session (see smtp.SMTP._implicit_handshake).
+        self._implicit_tls: ssl.SSLContext | None = None
         self.require_starttls = bool(tls_context) and require_starttls
         self._tls_protocol: Any = None
         self._tls_handshake_okay = True
@@ -299,6 +304,10 @@ class SessionProtocol(Connection):
             self.session.ssl = ssl_facts(transport)
             self._tls_protocol = True
         log.info("Peer: %r", self.session.peer)
+        if self._implicit_tls is not None:
+            # Nothing may be read before start_tls takes the transport over: the
+            # first bytes are the client's TLS handshake.
+            transport.pause_reading()  # type: ignore[attr-defined]
         self._start_connection(transport)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -324,6 +333,8 @@ class SessionProtocol(Connection):
     # -- the session loop ---------------------------------------------------------------
 
     async def _serve(self) -> None:
+        if self._implicit_tls is not None and not await self._implicit_handshake():
+            return
         if self._proxy_timeout is not None and not await self._accept_proxy_header():
             return
         if self._greeting_delay is not None and await self._talked_first(self._greeting_delay):
@@ -354,6 +365,9 @@ class SessionProtocol(Connection):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wait_for_input(), delay)
         return self._received_any
+
+    async def _implicit_handshake(self) -> bool:
+        raise NotImplementedError
 
     async def _accept_proxy_header(self) -> bool:
         """Before the greeting: a PROXY header within the timeout, valid, and

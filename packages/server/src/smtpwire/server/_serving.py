@@ -11,6 +11,8 @@ import os
 import queue
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
@@ -80,9 +82,42 @@ class TooBusy(asyncio.Protocol):
         transport.close()
 
 
-def over_connection_limit(sessions: Iterable[SMTP], maximum: int | None) -> bool:
-    """Whether ``maximum`` sessions are already live (made and not yet closed)."""
-    return maximum is not None and sum(not session._closing for session in sessions) >= maximum
+# A TLS listener calls connection_made only after the handshake, which asyncio
+# gives this long by default; a session not connected by then never will be.
+TLS_LISTENER_GRACE: Final = 60.0
+
+
+def over_connection_limit(
+    sessions: Iterable[SMTP], maximum: int | None, grace: float = TLS_LISTENER_GRACE
+) -> bool:
+    """Whether ``maximum`` sessions are already live: connected and not yet closed,
+    or made less than ``grace`` seconds ago and not yet connected."""
+    if maximum is None:
+        return False
+    now = time.monotonic()
+    live = sum(
+        not session._closing and (session.transport is not None or now - session.made_at < grace)
+        for session in list(sessions)
+    )
+    return live >= maximum
+
+
+def admit(sessions: weakref.WeakSet[SMTP], session: SMTP, *, tls_listener: bool) -> None:
+    """Count ``session`` among the open ones.  From a plain listener, its
+    connection_made is queued right after this factory call: two loop hops later it
+    has run, or never will (the client reset the socket at once, and asyncio
+    dropped the connection without telling the protocol), and the session is
+    forgotten rather than counted until the garbage collector finds it."""
+    sessions.add(session)
+    if not tls_listener:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, _forget_if_unconnected, sessions, weakref.ref(session))
+
+
+def _forget_if_unconnected(sessions: weakref.WeakSet[SMTP], ref: weakref.ref[SMTP]) -> None:
+    session = ref()
+    if session is not None and session.transport is None and not session._closing:
+        sessions.discard(session)
 
 
 def check_connection_limit(maximum: int | None) -> None:

@@ -28,6 +28,7 @@ import os
 import queue
 import socket
 import ssl
+import sys
 import threading
 import warnings
 import weakref
@@ -44,6 +45,7 @@ from ._serving import (
     Refuser,
     ServingThread,
     TooBusy,
+    admit,
     check_connection_limit,
     close_connections,
     finish_loop,
@@ -170,9 +172,28 @@ class BaseController(ABC):
         ``LMTP`` or an SMTP subclass with extra commands."""
         return SMTP(self.handler, **self.SMTP_kwargs)
 
+    @property
+    def _tls_in_session(self) -> bool:
+        """Implicit TLS done by each session (``loop.start_tls`` before the greeting)
+        rather than by the listener, so that a failed handshake still ends its
+        session (and frees its place under ``max_connections``).  Behind a PROXY
+        header the listener does it, as in aiosmtpd."""
+        return (
+            self.ssl_context is not None
+            and not self.SMTP_kwargs.get("proxy_protocol_timeout")
+            # Python 3.10's transports start reading even when paused in
+            # connection_made, which would take the ClientHello from start_tls.
+            and sys.version_info >= (3, 11)
+        )
+
+    @property
+    def _listener_ssl(self) -> ssl.SSLContext | None:
+        return None if self._tls_in_session else self.ssl_context
+
     def _factory_invoker(self) -> asyncio.BaseProtocol:
         if over_connection_limit(self._connections, self.max_connections):
-            return TooBusy()
+            # A client expecting TLS could not read a plaintext 421: just close.
+            return Refuser() if self._tls_in_session else TooBusy()
         try:
             smtpd = cast("SMTP | None", self.factory())
         except Exception:
@@ -181,8 +202,10 @@ class BaseController(ABC):
         if smtpd is None:
             log.error("factory() returned None; closing the new connection")
             return Refuser()
+        if self._tls_in_session:
+            smtpd._implicit_tls = self.ssl_context
         self.smtpd = smtpd
-        self._connections.add(smtpd)
+        admit(self._connections, smtpd, tls_listener=self._listener_ssl is not None)
         return smtpd
 
     @abstractmethod
@@ -424,7 +447,7 @@ class InetMixin(BaseController):
 
         async def listen(port: int) -> asyncio.Server:
             return await loop.create_server(
-                self._factory_invoker, host=self.hostname, port=port, ssl=self.ssl_context
+                self._factory_invoker, host=self.hostname, port=port, ssl=self._listener_ssl
             )
 
         server = await listen(self._requested_port)
@@ -462,7 +485,7 @@ class UnixSocketMixin(BaseController):
     async def _create_server(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         server = await loop.create_unix_server(
-            self._factory_invoker, path=self.unix_socket, ssl=self.ssl_context
+            self._factory_invoker, path=self.unix_socket, ssl=self._listener_ssl
         )
         self._socket_inode = os.stat(self.unix_socket).st_ino
         return server

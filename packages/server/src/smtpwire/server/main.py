@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._modern import RCPT_LIMIT_FLOOR
-from ._serving import TooBusy, over_connection_limit
+from ._serving import TooBusy, admit, over_connection_limit
 from .smtp import DATA_SIZE_DEFAULT, SMTP
 
 if sys.platform != "win32":
@@ -352,10 +352,11 @@ class _Connections:
     dropped, because the handler is built then.
     """
 
-    def __init__(self, max_connections: int | None = None) -> None:
+    def __init__(self, max_connections: int | None = None, *, tls_listener: bool = False) -> None:
         self.factory: Callable[[], SMTP] | None = None
         self.open: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self.max_connections = max_connections
+        self.tls_listener = tls_listener
 
     def __call__(self) -> asyncio.BaseProtocol:
         if over_connection_limit(self.open, self.max_connections):
@@ -369,7 +370,7 @@ class _Connections:
             # this the client would just see the connection closed.
             log.exception("Cannot serve a new connection")
             raise
-        self.open.add(protocol)
+        admit(self.open, protocol, tls_listener=self.tls_listener)
         return protocol
 
     def transports(self) -> list[asyncio.BaseTransport]:
@@ -488,7 +489,9 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     # up with asyncio.get_event_loop() while being built.
     asyncio.set_event_loop(loop)
     loop.set_debug(options.debug >= 3)
-    connections = _Connections(options.max_connections)
+    connections = _Connections(
+        options.max_connections, tls_listener=options.ssl_context is not None
+    )
     try:
         # Bind first: a server started as root may need a port below 1024.
         server = _bind(loop, parser, options, connections)

@@ -265,27 +265,54 @@ class SMTP(SessionProtocol):
         # or the client's first command over TLS could be lost.
         await self._flush_and_drain()
         self._discard_input()
-        transport = self.transport
-        if transport is None:
-            return
         try:
-            tls_transport = await self.loop.start_tls(transport, self, context, server_side=True)
-        except (OSError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as error:
-            log.info("%r STARTTLS handshake failed: %s", self._describe_peer(), error)
+            tls_transport = await self._handshake(context)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as error:
             raise TLSSetupException("TLS handshake failed") from error
-        if tls_transport is None:  # pragma: no cover - only when the loop is closing
-            raise TLSSetupException("TLS handshake did not complete")
-        self.transport = tls_transport
-        self._over_tls = True
+        if tls_transport is None:
+            return
         peer = self._describe_peer()
         self._set_rset_state()
         self.session = self._create_session()
         self.session.peer = peer
         self.session.ssl = ssl_facts(tls_transport)
-        self._tls_protocol = True
         hook = self._handle_hooks.get("STARTTLS")
         if hook is not None:
             self._tls_handshake_okay = bool(hook(self, self.session, self.envelope))
+
+    async def _implicit_handshake(self) -> bool:
+        assert self._implicit_tls is not None  # noqa: S101 - the caller checked
+        try:
+            tls_transport = await self._handshake(self._implicit_tls)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError):
+            return False
+        if tls_transport is None:
+            return False
+        self.session.ssl = ssl_facts(tls_transport)
+        return True
+
+    async def _handshake(self, context: ssl.SSLContext) -> asyncio.Transport | None:
+        """Upgrade the connection to TLS; None if the client went away meanwhile.
+        A failed handshake ends the connection (its error is raised): asyncio
+        closes the socket, but would never tell this protocol."""
+        transport = self.transport
+        if transport is None:
+            return None
+        try:
+            tls_transport = await self.loop.start_tls(transport, self, context, server_side=True)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+            log.info("%r TLS handshake failed: %s", self._describe_peer(), error)
+            self.connection_lost(error)
+            if isinstance(error, ConnectionError):
+                return None  # a reset or an EOF: nothing to report
+            raise
+        if tls_transport is None:  # pragma: no cover - only when the loop is closing
+            self.connection_lost(None)
+            return None
+        self.transport = tls_transport
+        self._over_tls = True
+        self._tls_protocol = True
+        return tls_transport
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str | None) -> None:
