@@ -195,3 +195,51 @@ def test_bdat_line_with_a_bare_lf_under_reject_closes_so_its_chunk_is_never_exec
         assert text(client.reply()) == "500 5.5.2 Error: bare <CR> or <LF> received"
         assert client.closed_by_server()  # no "250 OK" for the NOOP inside the chunk
     assert handler.messages == []
+
+
+# --- error budget --------------------------------------------------------------------------
+
+
+def test_modern_session_is_closed_after_20_permanent_errors() -> None:
+    with controller(modern=True) as server, RawClient(server.port) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client").code == 250
+        for _ in range(19):
+            assert client.command("RCPT TO:<x@example.com>").code == 503  # no MAIL yet
+        assert client.command("RCPT TO:<x@example.com>").code == 503
+        assert [text(reply) for reply in client.replies(1)] == [
+            "421 4.7.0 Error: too many errors, closing"
+        ]
+        assert read_until_eof(client.sock) == b""
+
+
+def test_temporary_errors_do_not_use_up_the_error_budget() -> None:
+    with controller(modern=True, rcpt_limit=100) as server, RawClient(server.port) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client").code == 250
+        assert client.command("MAIL FROM:<a@example.com>").code == 250
+        wire = b"".join(f"RCPT TO:<r{n}@example.com>\r\n".encode() for n in range(150))
+        client.send(wire)
+        codes = [reply.code for reply in client.replies(150)]
+        assert codes == [250] * 100 + [452] * 50
+        assert client.command("NOOP").code == 250  # still open
+
+
+def test_error_limit_is_configurable_and_off_by_default() -> None:
+    with controller(error_limit=3) as server, RawClient(server.port) as client:
+        assert client.reply().code == 220
+        for _ in range(3):
+            assert client.command("RCPT TO:<x@example.com>").code == 503
+        assert client.reply().code == 421
+    with controller() as server, RawClient(server.port) as client:  # aiosmtpd's default
+        assert client.reply().code == 220
+        assert client.command("HELO client").code == 250
+        for _ in range(30):
+            assert client.command("RCPT TO:<x@example.com>").code == 503
+        assert client.command("NOOP").code == 250
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+async def test_error_limit_must_be_positive(bad: int) -> None:
+    with pytest.raises(ValueError, match="error_limit must be at least 1"):
+        SMTP(Recorder(), error_limit=bad)

@@ -54,6 +54,11 @@ ALLOWED_BEFORE_STARTTLS: Final = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", 
 
 log = logging.getLogger("mail.log")
 
+ERROR_LIMIT_MODERN: Final = 20
+# Only permanent errors count: a 4xx (say, recipients past the cap) is the
+# server's own limit, which a well-behaved client may meet many times.
+_ERROR_CLASSES: Final = ("5", b"5")
+
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
 _HTTP_METHODS: Final = frozenset(
     {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"}
@@ -166,6 +171,7 @@ class SessionProtocol(Connection):
         cram_md5_secret: CramMD5Secret | None = None,
         session_limit: float | None = None,
         min_data_rate: float | None = None,
+        error_limit: int | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
         self.made_at = time.monotonic()  # for counting connections not yet made
@@ -236,6 +242,13 @@ class SessionProtocol(Connection):
         # Replaced through the override points when the connection is made.
         self.session = Session(self.loop)
         self._set_post_data_state()
+        if error_limit is not None and error_limit < 1:
+            raise ValueError("error_limit must be at least 1 (or None: no limit)")
+        # Postfix's smtpd_hard_error_limit: a client that keeps getting errors is
+        # probing (say, guessing addresses) or broken; modern: 20 replies of 5xx,
+        # then 421 and close.
+        self._error_limit = ERROR_LIMIT_MODERN if error_limit is None and modern else error_limit
+        self._errors = 0
         for name, value in (("session_limit", session_limit), ("min_data_rate", min_data_rate)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0 (or None: no limit)")
@@ -318,6 +331,15 @@ class SessionProtocol(Connection):
 
     def _describe_peer(self) -> PeerType:
         return self.session.peer
+
+    async def push(self, status: str | bytes) -> None:
+        await super().push(status)
+        if self._error_limit is None or status[:1] not in _ERROR_CLASSES or self._closing:
+            return
+        self._errors += 1
+        if self._errors >= self._error_limit:
+            log.warning("%r error limit reached", self.session.peer)
+            self._say_and_close("421 4.7.0 Error: too many errors, closing")
 
     def _encode_reply(self, status: str) -> bytes:
         if self.extensions.enhanced_status_codes:

@@ -207,6 +207,15 @@ def _parser() -> argparse.ArgumentParser:
         help="Sessions at once; one more is answered 421 and closed (default: no limit).",
     )
     parser.add_argument(
+        "--error-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help=(
+            "Error replies per session before 421 and close (default: 20, or none with --classic)."
+        ),
+    )
+    parser.add_argument(
         "classargs",
         metavar="CLASSARGS",
         nargs="*",
@@ -231,6 +240,8 @@ def parseargs(
         parser.error(f"Invalid size: {options.size}")
     if options.max_connections is not None and options.max_connections < 1:
         parser.error("--max-connections must be at least 1")
+    if options.error_limit is not None and options.error_limit < 1:
+        parser.error("--error-limit must be at least 1")
     if options.rcpt_limit < RCPT_LIMIT_FLOOR:
         parser.error(f"--rcpt-limit must be at least {RCPT_LIMIT_FLOOR}")
     options.host, options.port = _parse_listen(parser, options.listen)
@@ -511,6 +522,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 modern=options.modern,
                 bare_lf=options.bare_lf,
                 rcpt_limit=options.rcpt_limit,
+                error_limit=options.error_limit,
             )
             loop.run_until_complete(
                 _serve_until_signalled(server, _startup_line(server, options, user))
