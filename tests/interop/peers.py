@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from smtpwire.server.smtp import AuthResult, LoginPassword
 
 WAIT = 10.0  # seconds: a peer's own network timeout, and the bound on every wait for one
 RUN_TIMEOUT = 60.0  # seconds: the most a peer process may run before it is killed
@@ -113,3 +116,30 @@ class Inbox:
     def sessions(self) -> int:
         """How many sessions delivered at least one message."""
         return len(self._sessions)
+
+
+# -- one account, for the AUTH tests -----------------------------------------------------
+
+LOGIN = "anne"
+PASSWORD = "s3cr3t-Pa55"  # noqa: S105 - a test credential
+
+
+def authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    if auth_data == LoginPassword(LOGIN.encode(), PASSWORD.encode()):
+        return AuthResult(success=True, auth_data=auth_data)
+    # handled=False: the server sends the 535 (aiosmtpd's default, handled=True,
+    # would mean the authenticator already replied, and the client would wait).
+    return AuthResult(success=False, handled=False)
+
+
+def starttls_then_auth(context: ssl.SSLContext, **options: Any) -> dict[str, Any]:
+    """Server options: STARTTLS required, then AUTH with :func:`authenticator`."""
+    return {
+        "tls_context": context,
+        "require_starttls": True,
+        "auth_required": True,
+        "authenticator": authenticator,
+        **options,
+    }

@@ -9,18 +9,14 @@ import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTPUTF8
-from typing import Any
 
 import pytest
 
-from interop.peers import CLIENT_NAME, WAIT, Inbox
+from interop.peers import CLIENT_NAME, LOGIN, PASSWORD, WAIT, Inbox, starttls_then_auth
 from smtpwire.server.controller import Controller
-from smtpwire.server.smtp import AuthResult, LoginPassword
 
 Serve = Callable[..., Controller]
 
-LOGIN = "anne"
-PASSWORD = "s3cr3t-Pa55"  # noqa: S105 - a test credential
 
 # A leading dot (stuffed by smtplib, unstuffed by the server), a lone dot, an empty
 # last line: the places where a DATA section goes wrong.
@@ -34,16 +30,6 @@ MESSAGE = (
     b".\r\n"
     b"\r\n"
 )
-
-
-def authenticator(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    if auth_data == LoginPassword(LOGIN.encode(), PASSWORD.encode()):
-        return AuthResult(success=True, auth_data=auth_data)
-    # handled=False: the server sends the 535 (aiosmtpd's default, handled=True,
-    # would mean the authenticator already replied, and the client would wait).
-    return AuthResult(success=False, handled=False)
 
 
 def connect(controller: Controller) -> smtplib.SMTP:
@@ -111,10 +97,7 @@ def test_auth_over_starttls(
     inbox = Inbox()
     controller = serve(
         inbox,
-        tls_context=server_tls_context,
-        require_starttls=True,
-        auth_required=True,
-        authenticator=authenticator,
+        **starttls_then_auth(server_tls_context),
     )
     with connect(controller) as client:
         client.starttls(context=client_tls_context)
@@ -140,10 +123,7 @@ def test_auth_with_a_wrong_password_is_refused_and_nothing_is_delivered(
     inbox = Inbox()
     controller = serve(
         inbox,
-        tls_context=server_tls_context,
-        require_starttls=True,
-        auth_required=True,
-        authenticator=authenticator,
+        **starttls_then_auth(server_tls_context),
     )
     with connect(controller) as client:
         client.starttls(context=client_tls_context)

@@ -17,16 +17,23 @@ from typing import Any
 
 import pytest
 
-from interop.peers import CLIENT_NAME, WAIT, Inbox, run_peer, transcript
+from interop.peers import (
+    CLIENT_NAME,
+    LOGIN,
+    PASSWORD,
+    WAIT,
+    Inbox,
+    authenticator,
+    run_peer,
+    starttls_then_auth,
+    transcript,
+)
 from smtpwire.server.controller import Controller
-from smtpwire.server.smtp import AuthResult, LoginPassword
 
 Serve = Callable[..., Controller]
 
 SENDER = "sender@example.org"
 RECIPIENTS = ("one@example.org", "two@example.org", "three@example.org")
-LOGIN = "anne"
-PASSWORD = "s3cr3t-Pa55"  # noqa: S105 - a test credential
 
 # The whole DATA section, so what arrives is known to the byte.  swaks turns each
 # line feed into CRLF, stuffs the leading dot and ends the data with CRLF.CRLF.
@@ -75,14 +82,6 @@ def assert_delivered(inbox: Inbox, *, tls: bool, login: bytes | None = None) -> 
     assert message.content == CONTENT
     assert message.tls is tls
     assert message.login == login
-
-
-def authenticator(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    if auth_data == LoginPassword(LOGIN.encode(), PASSWORD.encode()):
-        return AuthResult(success=True, auth_data=auth_data)
-    return AuthResult(success=False, handled=False)  # the server sends the 535
 
 
 def test_plaintext(serve: Serve, swaks: str) -> None:
@@ -160,11 +159,7 @@ def test_auth_over_starttls(
     inbox = Inbox()
     controller = serve(
         inbox,
-        tls_context=server_tls_context,
-        require_starttls=True,
-        auth_required=True,
-        authenticator=authenticator,
-        cram_md5_secret=cram_md5_secret,
+        **starttls_then_auth(server_tls_context, cram_md5_secret=cram_md5_secret),
     )
     output = run_swaks(
         swaks_with_tls,
@@ -205,10 +200,7 @@ def test_auth_with_a_wrong_password_fails_and_nothing_is_delivered(
     inbox = Inbox()
     controller = serve(
         inbox,
-        tls_context=server_tls_context,
-        require_starttls=True,
-        auth_required=True,
-        authenticator=authenticator,
+        **starttls_then_auth(server_tls_context),
     )
     options = ("--tls", *verified(ca_file), "--auth", "PLAIN")
     credentials = ("--auth-user", LOGIN, "--auth-password", "wrong")
