@@ -330,14 +330,26 @@ async def test_execute_command_returns_any_reply(server: ServerThread) -> None:
         assert client.is_connected
 
 
-@pytest.mark.parametrize("argument", [b"x\r\nQUIT", b"x\nQUIT", b"x\x00y", b"x\x7fy"])
-async def test_execute_command_refuses_control_characters(
-    server: ServerThread, argument: bytes
+async def test_execute_command_takes_a_whole_line_as_aiosmtplib_does(
+    server: ServerThread,
 ) -> None:
     client = make_client(server)
     async with client:
+        assert await client.execute_command(b"HELO raw.example") == (250, HOST)
+        assert (await client.execute_command(b"MAIL FROM:<a@example.com>")).code == 250
+        assert (await client.execute_command(b"RCPT", b"TO:<b@example.com>")).code == 250
+
+
+@pytest.mark.parametrize("argument", [b"x\r\nQUIT", b"x\nQUIT", b"x\x00y", b"x\x7fy"])
+@pytest.mark.parametrize("whole_line", [False, True])
+async def test_execute_command_refuses_control_characters(
+    server: ServerThread, argument: bytes, whole_line: bool
+) -> None:
+    client = make_client(server)
+    async with client:
+        args = (b"NOOP " + argument,) if whole_line else (b"NOOP", argument)
         with pytest.raises(ValueError):  # noqa: PT011 - the text is the client's own
-            await client.execute_command(b"NOOP", argument)
+            await client.execute_command(*args)
         assert (await client.noop()).code == 250
         assert client.is_connected
 

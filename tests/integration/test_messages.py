@@ -397,15 +397,6 @@ async def test_every_recipient_refused(start_server: StartServer, mode: str) -> 
     assert mailboxes.contents == [b"next\r\n"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a refused address listed twice makes every recipient refused, yet the "
-        "client goes on to DATA/BDAT and raises SMTPDataError(503) instead of "
-        "SMTPRecipientsRefused (raise_if_all_refused in smtpwire/client/_base.py compares "
-        "a dict keyed by address with the list of recipients; aiosmtplib counts refusals)"
-    ),
-)
 @EACH_MODE
 async def test_every_recipient_refused_twice(start_server: StartServer, mode: str) -> None:
     mailboxes = Mailboxes()
@@ -510,22 +501,18 @@ async def test_sendmail_inside_an_open_transaction_lockstep(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: pipelined sendmail() inside an open transaction raises SMTPSenderRefused "
-        "(503 nested MAIL) yet the server delivers: with DATA an empty message, with "
-        "BDAT the whole message, under the earlier sender "
-        "(smtpwire/client/smtp.py, _send_pipelined / _send_chunked)"
-    ),
-)
+@pytest.mark.parametrize("opened_by", ["mail", "execute_command"])
 @pytest.mark.parametrize("mode", ["pipelining", "bdat"])
 async def test_sendmail_inside_an_open_transaction_pipelined(
-    start_server: StartServer, inbox: Inbox, mode: str
+    start_server: StartServer, inbox: Inbox, mode: str, opened_by: str
 ) -> None:
     server, options = start_in_mode(start_server, inbox, mode)
     async with make_client(server, **options) as client:
-        await client.mail("first@example.org")
+        if opened_by == "mail":
+            await client.mail("first@example.org")
+        else:
+            await client.ehlo()
+            assert (await client.execute_command(b"MAIL FROM:<first@example.org>")).code == 250
         with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
             await client.sendmail("second@example.org", ["b@example.org"], b"payload\r\n")
         assert refused.value.code == 503

@@ -141,6 +141,10 @@ class ClientBase(AuthMixin):
         self.esmtp_extensions: dict[str, str] = {}
         self.supports_esmtp = False
         self.server_auth_methods: list[str] = []
+        # A transaction the caller opened with mail() and has not ended yet: sendmail()
+        # then goes command by command, so the server's refusal of a nested MAIL
+        # stops it before any RCPT or message data reaches the open transaction.
+        self._transaction_open = False
 
     # -- properties ------------------------------------------------------------------
 
@@ -275,11 +279,20 @@ class ClientBase(AuthMixin):
         the code is not checked.  Control characters raise ValueError."""
         if not args:
             raise ValueError("no command given")
+        # aiosmtplib joins its arguments with spaces, so a whole line in the first
+        # argument (b"MAIL FROM:<a@b>") is allowed: its verb is checked apart.
+        verb, _, rest = args[0].partition(b" ")
         try:
-            line = format_command(*args)
+            line = format_command(verb, *((rest,) if rest else ()), *args[1:])
         except ProtocolError as error:
             raise ValueError(str(error)) from error
-        return await self._command(line, timeout)
+        response = await self._command(line, timeout)
+        verb = verb.upper()
+        if verb == b"MAIL" and response.code == 250:
+            self._transaction_open = True
+        elif verb in (b"RSET", b"HELO", b"EHLO") and response.code == 250:
+            self._transaction_open = False
+        return response
 
     async def _ehlo_or_helo_if_needed(self) -> None:
         if not self.is_ehlo_or_helo_needed:
@@ -299,6 +312,7 @@ class ClientBase(AuthMixin):
         if response.code != 250:
             raise SMTPHeloError(response.code, response.message)
         self.last_helo_response = response
+        self._transaction_open = False
         return response
 
     async def ehlo(
@@ -318,6 +332,7 @@ class ClientBase(AuthMixin):
         self.server_auth_methods = [mechanism.lower() for mechanism in extensions.auth_mechanisms]
         self.supports_esmtp = True
         self._last_ehlo_response = response
+        self._transaction_open = False  # EHLO resets the session (RFC 5321 4.1.4)
 
     async def help(self, *, timeout: DefaultNumType = _default) -> str:
         await self._ehlo_or_helo_if_needed()
@@ -336,7 +351,9 @@ class ClientBase(AuthMixin):
         return response
 
     async def rset(self, *, timeout: DefaultNumType = _default) -> SMTPResponse:
-        return await self._expect(b"RSET\r\n", (250,), timeout)
+        response = await self._expect(b"RSET\r\n", (250,), timeout)
+        self._transaction_open = False
+        return response
 
     async def noop(self, *, timeout: DefaultNumType = _default) -> SMTPResponse:
         return await self._expect(b"NOOP\r\n", (250,), timeout)
@@ -393,6 +410,7 @@ class ClientBase(AuthMixin):
         response = await self._command(line, timeout)
         if response.code != 250:
             raise SMTPSenderRefused(response.code, response.message, sender)
+        self._transaction_open = True
         return response
 
     async def rcpt(
@@ -415,6 +433,7 @@ class ClientBase(AuthMixin):
         start = await self._command(b"DATA\r\n", timeout)
         if start.code != 354:
             raise SMTPDataError(start.code, start.message)
+        self._transaction_open = False  # whatever the final reply, the transaction ends
         return await self._send_payload(payload, timeout)
 
     async def _send_payload(self, payload: Payload, timeout: DefaultNumType) -> SMTPResponse:
@@ -453,8 +472,9 @@ class Transaction:
 
 
 def raise_if_all_refused(refused: dict[str, SMTPResponse], recipients: list[str]) -> None:
-    # No recipient at all counts as all refused (aiosmtplib raises the same).
-    if len(refused) == len(recipients):
+    # No recipient at all counts as all refused (aiosmtplib raises the same); an
+    # address listed twice is one recipient, refused once for both.
+    if refused.keys() >= set(recipients):
         raise SMTPRecipientsRefused(
             [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
         )

@@ -11,9 +11,9 @@ from __future__ import annotations
 from smtpwire.common.commands import format_command
 from smtpwire.common.extensions import parse_ehlo_reply
 
-from ._base import Transaction, checked_hostname
+from ._base import Transaction, checked_hostname, raise_if_all_refused
 from ._payload import Payload
-from .errors import SMTPHeloError, SMTPNotSupported, SMTPRecipientRefused, SMTPRecipientsRefused
+from .errors import SMTPHeloError, SMTPNotSupported
 from .response import SMTPResponse
 from .smtp import SMTP
 from .typing import DefaultNumType, _default
@@ -62,8 +62,5 @@ class LMTP(SMTP):
                 message = response.message
             else:
                 refused[address] = response
-        if len(refused) == len(transaction.recipients):
-            raise SMTPRecipientsRefused(
-                [SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()]
-            )
+        raise_if_all_refused(refused, transaction.recipients)
         return refused, message

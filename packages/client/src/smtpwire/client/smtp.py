@@ -254,6 +254,8 @@ class SMTP(ClientBase):
             payload,
         )
         try:
+            if self._transaction_open:
+                return await self._send_lockstep(transaction, timeout)
             if self._use_bdat(transaction.payload):
                 return await self._send_chunked(transaction, timeout)
             if self.supports_extension("pipelining"):
@@ -366,13 +368,18 @@ class SMTP(ClientBase):
         replies = [SMTPResponse.from_reply(reply) for reply in await self._exchange(lines, timeout)]
         sender, recipients = transaction.sender, transaction.recipients
         mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
-        if (
+        if data_reply.code == 354 and self.is_connected and mail_reply.code != 250:
+            # DATA taken although our MAIL was refused: the server holds a transaction
+            # that is not ours (one opened by a raw MAIL). Any end of data would
+            # deliver it, so drop the connection: the server discards the message.
+            self._abort()
+        elif (
             data_reply.code == 354
             and self.is_connected
-            and (mail_reply.code != 250 or all(r.code not in (250, 251) for r in rcpt_replies))
+            and all(r.code not in (250, 251) for r in rcpt_replies)
         ):
-            # The server took DATA although the transaction failed (RFC 2920 3.1):
-            # end it with an empty message it will refuse.
+            # The server took DATA although every recipient was refused (RFC 2920
+            # 3.1): end it with an empty message it will refuse.
             await self._command(b".\r\n", timeout)
         if mail_reply.code != 250:
             raise SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
