@@ -1,0 +1,187 @@
+"""Deterministic fault rules for the test server: by command, by address and by
+attempt number, reply with a chosen code, delay, drop the connection or refuse TLS.
+
+Rules are added from the test's thread and matched in the server's: every access
+holds one lock.  A rule counts the commands it matches (``seen``) and the times it
+acted (``fired``), so a test can check that its fault really happened.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["COMMANDS", "Drop", "Fault", "FaultRules"]
+
+# What a rule may name: the SMTP verbs, CONNECT (the greeting, or for implicit TLS
+# the handshake) and MESSAGE (the reply to a message's data, after its last octet).
+COMMANDS: Final = frozenset(
+    {
+        "CONNECT", "HELO", "EHLO", "LHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA",
+        "BDAT", "MESSAGE", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
+    }
+)  # fmt: skip
+
+_REPLY: Final = re.compile(r"[2-5][0-9][0-9]( [^\r\n\x00]*)?")
+
+
+class Drop(enum.Enum):
+    """How a rule ends the connection."""
+
+    BEFORE_REPLY = "before reply"  # the command is read, never answered
+    DURING_DATA = "during data"  # DATA gets its 354, then the server hangs up
+
+
+@dataclass(eq=False)
+class Fault:
+    """One rule: what it matches and what it does; ``seen``/``fired`` count its use."""
+
+    command: str | None
+    address: str | None
+    attempts: frozenset[int] | None
+    times: int | None
+    reply: str | None = None
+    delay: float = 0.0
+    drop: Drop | None = None
+    seen: int = 0
+    fired: int = 0
+
+    def _matches(self, command: str, addresses: Collection[str]) -> bool:
+        if self.command is not None and self.command != command:
+            return False
+        return self.address is None or self.address in addresses
+
+    def _takes_turn(self) -> bool:
+        """Count one matching command; True when the rule acts on it."""
+        self.seen += 1
+        if self.times is not None and self.fired >= self.times:
+            return False
+        if self.attempts is not None and self.seen not in self.attempts:
+            return False
+        self.fired += 1
+        return True
+
+
+@dataclass
+class FaultRules:
+    """The rules of one test server, first match wins (in the order added)."""
+
+    implicit_tls: bool = False
+    _rules: list[Fault] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reply(
+        self,
+        code: int,
+        text: str = "",
+        *,
+        command: str | None = None,
+        address: str | None = None,
+        attempt: int | Collection[int] | None = None,
+        times: int | None = None,
+        delay: float = 0.0,
+    ) -> Fault:
+        """Answer the matching command with ``code text`` instead of carrying it out
+        (for ``MESSAGE``: instead of accepting the message, which is not recorded)."""
+        reply = f"{code} {text}" if text else str(code)
+        if _REPLY.fullmatch(reply) is None:
+            raise ValueError(f"not a reply: {reply!r} (a code 200-599, then text on one line)")
+        return self._add(command, address, attempt, times, reply=reply, delay=delay)
+
+    def delay(
+        self,
+        seconds: float,
+        *,
+        command: str | None = None,
+        address: str | None = None,
+        attempt: int | Collection[int] | None = None,
+        times: int | None = None,
+    ) -> Fault:
+        """Hold the reply to the matching command back for ``seconds``, then go on."""
+        if seconds < 0:
+            raise ValueError("a delay cannot be negative")
+        return self._add(command, address, attempt, times, delay=seconds)
+
+    def drop(
+        self,
+        *,
+        command: str | None = None,
+        address: str | None = None,
+        attempt: int | Collection[int] | None = None,
+        times: int | None = None,
+    ) -> Fault:
+        """Close the connection when the matching command arrives, without a reply."""
+        return self._add(command, address, attempt, times, drop=Drop.BEFORE_REPLY)
+
+    def drop_during_data(
+        self,
+        *,
+        address: str | None = None,
+        attempt: int | Collection[int] | None = None,
+        times: int | None = None,
+    ) -> Fault:
+        """Answer DATA with 354, then hang up as soon as the message starts to arrive."""
+        return self._add("DATA", address, attempt, times, drop=Drop.DURING_DATA)
+
+    def refuse_tls(
+        self, *, attempt: int | Collection[int] | None = None, times: int | None = None
+    ) -> Fault:
+        """STARTTLS answered ``454 4.7.0 TLS not available``; on an implicit-TLS server,
+        the connection closed before the handshake."""
+        if self.implicit_tls:
+            return self._add("CONNECT", None, attempt, times, drop=Drop.BEFORE_REPLY)
+        return self.reply(
+            454, "4.7.0 TLS not available", command="STARTTLS", attempt=attempt, times=times
+        )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    @property
+    def rules(self) -> list[Fault]:
+        with self._lock:
+            return list(self._rules)
+
+    def match(self, command: str, addresses: Collection[str] = ()) -> Fault | None:
+        """The first rule that acts on this command (addresses compared lower-cased)."""
+        lowered = {address.lower() for address in addresses}
+        with self._lock:
+            for rule in self._rules:
+                if rule._matches(command, lowered) and rule._takes_turn():
+                    return rule
+        return None
+
+    def _add(
+        self,
+        command: str | None,
+        address: str | None,
+        attempt: int | Collection[int] | None,
+        times: int | None,
+        *,
+        reply: str | None = None,
+        delay: float = 0.0,
+        drop: Drop | None = None,
+    ) -> Fault:
+        verb = None if command is None else command.upper()
+        if verb is not None and verb not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}: one of {', '.join(sorted(COMMANDS))}")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or None for always)")
+        attempts = None if attempt is None else _attempts(attempt)
+        target = None if address is None else address.lower()
+        rule = Fault(verb, target, attempts, times, reply=reply, delay=delay, drop=drop)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+
+def _attempts(attempt: int | Collection[int]) -> frozenset[int]:
+    numbers = frozenset([attempt] if isinstance(attempt, int) else attempt)
+    if not numbers or min(numbers) < 1:
+        raise ValueError("attempts are counted from 1")
+    return numbers

@@ -1,0 +1,321 @@
+"""A receiving SMTP server for tests: a :class:`Controller` thread serving the modern
+extension set on a free loopback port, with an inbox, fault rules, a transcript per
+session and, when asked, STARTTLS, implicit TLS and AUTH.
+
+It runs in its own thread with its own event loop, so sync tests and async tests
+(whatever their loop) use it alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import ssl
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from smtpwire.common.lines import LineTooLong
+from smtpwire.server._protocol import sanitize
+from smtpwire.server.controller import Controller
+from smtpwire.server.session import AuthResult, LoginPassword
+from smtpwire.server.smtp import MISSING, SMTP
+
+from ._certs import TestCertificates, make_certificates
+from ._faults import Drop, Fault, FaultRules
+from ._inbox import Inbox, ReceivedMessage
+
+__all__ = ["DEFAULT_PASSWORD", "DEFAULT_USERNAME", "SMTPTestServer", "TLSMode"]
+
+TLSMode = Literal["none", "starttls", "implicit"]
+DEFAULT_USERNAME: Final = "user@example.com"
+DEFAULT_PASSWORD: Final = "correct horse battery staple"  # noqa: S105 - a test account
+TRANSCRIPT_LINES: Final = 2000  # kept per connection (the oldest are dropped first)
+_DATA_GO_AHEAD: Final = "354 End data with <CR><LF>.<CR><LF>"
+
+
+class _State:
+    """What every session of one test server shares."""
+
+    def __init__(self, faults: FaultRules, inbox: Inbox) -> None:
+        self.faults = faults
+        self.inbox = inbox
+
+
+class TestingSMTP(SMTP):
+    """The session of the test server: keeps a transcript, applies the fault rules,
+    and files each accepted message in the inbox once its 250 has been written."""
+
+    __test__ = False
+
+    def __init__(self, handler: Any, *, testing: _State, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._testing = testing
+        self._transcript: collections.deque[str] = collections.deque(maxlen=TRANSCRIPT_LINES)
+        self._accepted: ReceivedMessage | None = None
+
+    # -- transcript ------------------------------------------------------------------
+
+    def _encode_reply(self, status: str) -> bytes:
+        reply = super()._encode_reply(status)  # as it goes out: enhanced code and all
+        self._transcript.append(f"S: {reply.decode('utf-8', 'replace')}")
+        return reply
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, bytes):
+            self._transcript.append(f"S: {status.decode('utf-8', 'replace')}")
+        await super().push(status)
+
+    async def _dispatch(
+        self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]
+    ) -> None:
+        if isinstance(line, bytes):
+            self._transcript.append(f"C: {_shown(line)}")
+            verb = line.partition(b" ")[0].rstrip(b"\r").upper().decode("ascii", "replace")
+            fault = self._testing.faults.match(verb, _addresses(verb, line))
+            if fault is not None and not await self._carry_out(fault, verb):
+                return
+        await super()._dispatch(line, call_limit)
+
+    # -- faults -------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        fault = self._testing.faults.match("CONNECT")
+        if fault is not None and not await self._carry_out(fault, "CONNECT"):
+            self._close_transport()
+            return
+        await super()._serve()
+
+    async def _carry_out(self, fault: Fault, verb: str) -> bool:
+        """Apply a rule; True when the command is then to be carried out as usual."""
+        if fault.delay:
+            await asyncio.sleep(fault.delay)  # the fault itself: a slow server
+        if fault.drop is Drop.BEFORE_REPLY:
+            self._close_transport()
+            return False
+        if fault.drop is Drop.DURING_DATA and verb in ("DATA", "BDAT"):
+            if verb == "DATA":
+                await self.push(_DATA_GO_AHEAD)
+                if not self._inbound.buffered:
+                    await self._wait_for_input()
+            if self.transport is not None:
+                self.transport.abort()  # unread data: the client sees a reset
+            self._close_transport()
+            return False
+        if fault.reply is not None:
+            await self.push(fault.reply)
+            return False
+        return True
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def _call_data_hook(self) -> Any:
+        envelope = self.envelope
+        addresses = [envelope.mail_from or "", *envelope.rcpt_tos]
+        fault = self._testing.faults.match("MESSAGE", addresses)
+        if fault is not None and not await self._carry_out(fault, "MESSAGE"):
+            return fault.reply or MISSING
+        self._transcript.append(f"C: <message, {len(envelope.original_content or b'')} octets>")
+        status = await super()._call_data_hook()
+        if status is MISSING or (isinstance(status, str) and status.startswith("250")):
+            self._accepted = self._received()
+        return status
+
+    async def _reply_to_message(self, status: Any, recipients: int) -> None:
+        await super()._reply_to_message(status, recipients)
+        accepted, self._accepted = self._accepted, None
+        if accepted is None or self._closing:
+            return
+        await self._flush_and_drain()  # recorded only once its 250 has been written
+        self._testing.inbox.add(dataclasses.replace(accepted, transcript=tuple(self._transcript)))
+        self._transcript.clear()
+
+    def _received(self) -> ReceivedMessage:
+        envelope, session = self.envelope, self.session
+        ssl_object = (session.ssl or {}).get("ssl_object")
+        login = session.login_data
+        return ReceivedMessage(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            raw=envelope.original_content or b"",
+            mail_options=tuple(envelope.mail_options),
+            rcpt_options=tuple(envelope.rcpt_options),
+            peer=session.peer,
+            helo=session.host_name,
+            tls=session.ssl is not None,
+            tls_version=ssl_object.version() if ssl_object is not None else None,
+            authenticated=bool(session.authenticated),
+            auth_login=login.decode("utf-8", "replace") if isinstance(login, bytes) else login,
+        )
+
+
+class _Accept:
+    """The handler of the test server: every message is accepted (the fault rules
+    decide otherwise)."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 OK"
+
+
+class _TestController(Controller):
+    def __init__(self, state: _State, **kwargs: Any) -> None:
+        super().__init__(_Accept(), **kwargs)
+        self._state = state
+
+    def factory(self) -> SMTP:
+        return TestingSMTP(self.handler, testing=self._state, **self.SMTP_kwargs)
+
+
+class SMTPTestServer:
+    """A test server on a free loopback port.
+
+    ``tls``: ``"none"``, ``"starttls"`` (offered; ``require_starttls`` to insist) or
+    ``"implicit"``.  ``auth``: True for one account (:data:`DEFAULT_USERNAME` /
+    :data:`DEFAULT_PASSWORD`), or a mapping of user names to passwords; AUTH then
+    needs TLS when the server has it.  Other keyword arguments go to
+    :class:`~smtpwire.server.smtp.SMTP` (``modern`` defaults to True).
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        *,
+        tls: TLSMode = "none",
+        require_starttls: bool = False,
+        auth: bool | Mapping[str, str] = False,
+        host: str = "127.0.0.1",
+        certificates: TestCertificates | None = None,
+        **smtp_kwargs: Any,
+    ) -> None:
+        if tls not in ("none", "starttls", "implicit"):
+            raise ValueError(f"tls must be 'none', 'starttls' or 'implicit', not {tls!r}")
+        if require_starttls and tls != "starttls":
+            raise ValueError("require_starttls needs tls='starttls'")
+        self.tls: TLSMode = tls
+        self.host = host
+        self.inbox = Inbox()
+        self.faults = FaultRules(implicit_tls=tls == "implicit")
+        self.accounts: dict[str, str] = (
+            dict(auth)
+            if isinstance(auth, Mapping)
+            else ({DEFAULT_USERNAME: DEFAULT_PASSWORD} if auth else {})
+        )
+        self.certificates = certificates
+        if tls != "none" and self.certificates is None:
+            self.certificates = make_certificates()
+        server_name = smtp_kwargs.pop("hostname", "smtpwire.test")
+        kwargs: dict[str, Any] = {"modern": True, **smtp_kwargs}
+        if self.accounts:
+            kwargs.setdefault("authenticator", self._check_password)
+            kwargs.setdefault("auth_require_tls", tls != "none")
+        if tls == "starttls":
+            kwargs["tls_context"] = self._server_context()
+            kwargs["require_starttls"] = require_starttls
+        self._controller = _TestController(
+            _State(self.faults, self.inbox),
+            hostname=host,
+            port=0,
+            ssl_context=self._server_context() if tls == "implicit" else None,
+            server_hostname=server_name,
+            **kwargs,
+        )
+        self._running = False
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> SMTPTestServer:
+        self._controller.start()
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        if self._running:
+            self._running = False
+            self._controller.stop()
+
+    def __enter__(self) -> SMTPTestServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Empty the inbox and forget the fault rules (between two tests)."""
+        self.inbox.clear()
+        self.faults.clear()
+
+    # -- what a client needs --------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        port = self._controller.port
+        assert isinstance(port, int)  # noqa: S101 - known once started
+        return port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def username(self) -> str | None:
+        return next(iter(self.accounts), None)
+
+    @property
+    def password(self) -> str | None:
+        return None if self.username is None else self.accounts[self.username]
+
+    def client_context(self) -> ssl.SSLContext:
+        """An ``SSLContext`` that trusts this server's certificate (and checks it)."""
+        if self.certificates is None:
+            raise RuntimeError("this test server has no TLS (tls='none')")
+        return self.certificates.client_context()
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``smtpwire.client.SMTP`` (or aiosmtplib's) that reach
+        this server as it is set up: TLS mode, trusted context, credentials."""
+        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port}
+        if self.tls == "implicit":
+            kwargs.update(use_tls=True, tls_context=self.client_context())
+        elif self.tls == "starttls":
+            kwargs.update(start_tls=True, tls_context=self.client_context())
+        else:
+            kwargs.update(start_tls=False)
+        if self.username is not None:
+            kwargs.update(username=self.username, password=self.password)
+        return kwargs
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self.port}" if self._running else "stopped"
+        return f"<SMTPTestServer {where} tls={self.tls} auth={bool(self.accounts)}>"
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _server_context(self) -> ssl.SSLContext:
+        assert self.certificates is not None  # noqa: S101 - made for every TLS mode
+        return self.certificates.server_context()
+
+    def _check_password(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        if self.accounts.get(login) == password:
+            return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False)
+
+
+def _shown(line: bytes) -> str:
+    """A command line for the transcript: AUTH credentials masked as in the logs."""
+    return sanitize(line.rstrip(b"\r")).decode("utf-8", "replace")
+
+
+def _addresses(verb: str, line: bytes) -> tuple[str, ...]:
+    if verb not in ("MAIL", "RCPT"):
+        return ()
+    start, end = line.find(b"<"), line.find(b">")
+    if start < 0 or end < start:
+        return ()
+    return (line[start + 1 : end].decode("utf-8", "replace"),)

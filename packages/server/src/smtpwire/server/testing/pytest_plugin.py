@@ -1,0 +1,136 @@
+"""pytest fixtures for receiving mail in tests (registered through the ``pytest11``
+entry point of smtpwire-server, so installing the package is enough).
+
+``smtp_server`` (plaintext), ``smtp_server_starttls``, ``smtp_server_tls`` (implicit
+TLS) and ``smtp_server_auth`` (STARTTLS, then AUTH PLAIN/LOGIN with one account) each
+give an :class:`~smtpwire.server.testing.SMTPTestServer` whose inbox and fault rules
+are empty when the test starts.  The server behind each runs for the scope set by the
+``smtpwire_server_scope`` ini option (``session`` by default: one server, isolated
+per test); ``smtp_server_factory`` starts servers set up otherwise, from a fixture of
+any scope.  ``smtp_client_context`` is an ``SSLContext`` trusting the test CA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._certs import TestCertificates, make_certificates
+from ._server import SMTPTestServer
+
+SCOPE_OPTION = "smtpwire_server_scope"
+_SCOPES = ("session", "package", "module", "class", "function")
+
+ServerFactory = Callable[..., SMTPTestServer]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        SCOPE_OPTION,
+        "how long the servers behind smtp_server* fixtures live (session, package, "
+        "module, class or function); their inbox and faults are emptied for every test",
+        default="session",
+    )
+
+
+def _server_scope(fixture_name: str, config: pytest.Config) -> Any:
+    scope = str(config.getini(SCOPE_OPTION)).strip() or "session"
+    if scope not in _SCOPES:
+        raise pytest.UsageError(f"{SCOPE_OPTION} must be one of {', '.join(_SCOPES)}: {scope!r}")
+    return scope
+
+
+@pytest.fixture(scope="session")
+def smtp_certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
+    """A CA made for this test run and a certificate it issued for localhost,
+    127.0.0.1 and ::1 (PEM files in a temporary directory)."""
+    return make_certificates(Path(tmp_path_factory.mktemp("smtpwire-certificates")))
+
+
+@pytest.fixture
+def smtp_client_context(smtp_certificates: TestCertificates) -> Any:
+    """A client ``ssl.SSLContext`` that trusts the test CA and checks host names."""
+    return smtp_certificates.client_context()
+
+
+@pytest.fixture(scope="session")
+def smtp_server_factory(
+    request: pytest.FixtureRequest,
+) -> Iterator[ServerFactory]:
+    """``smtp_server_factory(tls=..., auth=..., **smtp_kwargs)`` starts a server (see
+    :class:`~smtpwire.server.testing.SMTPTestServer`); those still running at the end
+    of the session are stopped then.  TLS servers share the session's test CA."""
+    started: list[SMTPTestServer] = []
+
+    def start(**kwargs: Any) -> SMTPTestServer:
+        if kwargs.get("tls", "none") != "none":
+            kwargs.setdefault("certificates", request.getfixturevalue("smtp_certificates"))
+        server = SMTPTestServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _shared(factory: ServerFactory, **kwargs: Any) -> Iterator[SMTPTestServer]:
+    server = factory(**kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _isolated(server: SMTPTestServer) -> Iterator[SMTPTestServer]:
+    server.reset()
+    yield server
+    server.reset()
+
+
+@pytest.fixture(scope=_server_scope)
+def _smtpwire_plain(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
+    yield from _shared(smtp_server_factory)
+
+
+@pytest.fixture(scope=_server_scope)
+def _smtpwire_starttls(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
+    yield from _shared(smtp_server_factory, tls="starttls")
+
+
+@pytest.fixture(scope=_server_scope)
+def _smtpwire_implicit(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
+    yield from _shared(smtp_server_factory, tls="implicit")
+
+
+@pytest.fixture(scope=_server_scope)
+def _smtpwire_auth(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
+    yield from _shared(smtp_server_factory, tls="starttls", require_starttls=True, auth=True)
+
+
+@pytest.fixture
+def smtp_server(_smtpwire_plain: SMTPTestServer) -> Iterator[SMTPTestServer]:
+    """A plaintext server with the modern ESMTP set, on 127.0.0.1."""
+    yield from _isolated(_smtpwire_plain)
+
+
+@pytest.fixture
+def smtp_server_starttls(_smtpwire_starttls: SMTPTestServer) -> Iterator[SMTPTestServer]:
+    """A server offering STARTTLS with a certificate from the test CA."""
+    yield from _isolated(_smtpwire_starttls)
+
+
+@pytest.fixture
+def smtp_server_tls(_smtpwire_implicit: SMTPTestServer) -> Iterator[SMTPTestServer]:
+    """A server speaking TLS from the first octet (implicit TLS, as on port 465)."""
+    yield from _isolated(_smtpwire_implicit)
+
+
+@pytest.fixture
+def smtp_server_auth(_smtpwire_auth: SMTPTestServer) -> Iterator[SMTPTestServer]:
+    """A submission server: STARTTLS required, then AUTH PLAIN or LOGIN with
+    ``server.username`` / ``server.password``."""
+    yield from _isolated(_smtpwire_auth)
