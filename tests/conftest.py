@@ -21,6 +21,9 @@ settings.register_profile("smtpwire", deadline=None)
 settings.register_profile("smtpwire-ci", deadline=None, derandomize=True, database=None)
 settings.load_profile("smtpwire-ci" if os.environ.get("CI") else "smtpwire")
 
+# pytester: the plugin's tests and the testing guide's examples run pytest on user code.
+pytest_plugins = ["pytester"]
+
 ASYNC_TEST_TIMEOUT = 60.0
 DRAIN_ITERATIONS = 10
 
@@ -46,3 +49,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
     asyncio.run(run())
     return True
+
+
+PLUGIN = "smtpwire.server.testing.pytest_plugin"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Installed, smtpwire-server registers its pytest plugin through an entry point;
+    # run from the source tree (PYTHONPATH), it is registered here instead.
+    import importlib
+
+    module = importlib.import_module(PLUGIN)
+    if not config.pluginmanager.is_registered(module):
+        config.pluginmanager.register(module, "smtpwire")

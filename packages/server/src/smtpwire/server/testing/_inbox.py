@@ -56,9 +56,10 @@ class ReceivedMessage:
 
     @property
     def text(self) -> str:
-        """The plain-text body (the preferred text part of a multipart message)."""
+        """The plain-text body (the preferred text part of a multipart message),
+        decoded, with its line ends as ``\\n``."""
         part = self.message.get_body(preferencelist=("plain", "html"))
-        return "" if part is None else str(part.get_content())
+        return "" if part is None else str(part.get_content()).replace("\r\n", "\n")
 
     def __repr__(self) -> str:
         return (

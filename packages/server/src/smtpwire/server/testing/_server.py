@@ -88,10 +88,7 @@ class TestingSMTP(SMTP):
 
     async def _carry_out(self, fault: Fault, verb: str) -> bool:
         """Apply a rule; True when the command is then to be carried out as usual."""
-        if fault.delay:
-            await asyncio.sleep(fault.delay)  # the fault itself: a slow server
-        if fault.drop is Drop.BEFORE_REPLY:
-            self._close_transport()
+        if not await self._delay_or_drop(fault):
             return False
         if fault.drop is Drop.DURING_DATA and verb in ("DATA", "BDAT"):
             if verb == "DATA":
@@ -107,14 +104,26 @@ class TestingSMTP(SMTP):
             return False
         return True
 
+    async def _delay_or_drop(self, fault: Fault) -> bool:
+        """Wait as the rule says; False if it then drops the connection."""
+        if fault.delay:
+            await asyncio.sleep(fault.delay)  # the fault itself: a slow server
+        if fault.drop is Drop.BEFORE_REPLY:
+            self._close_transport()
+            return False
+        return True
+
     # -- messages -------------------------------------------------------------------------
 
     async def _call_data_hook(self) -> Any:
         envelope = self.envelope
         addresses = [envelope.mail_from or "", *envelope.rcpt_tos]
         fault = self._testing.faults.match("MESSAGE", addresses)
-        if fault is not None and not await self._carry_out(fault, "MESSAGE"):
-            return fault.reply or MISSING
+        if fault is not None:
+            if not await self._delay_or_drop(fault):
+                return MISSING  # the connection is closed: nothing is written
+            if fault.reply is not None:
+                return fault.reply  # the reply to the message, which is not recorded
         self._transcript.append(f"C: <message, {len(envelope.original_content or b'')} octets>")
         status = await super()._call_data_hook()
         if status is MISSING or (isinstance(status, str) and status.startswith("250")):

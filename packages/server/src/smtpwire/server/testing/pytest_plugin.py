@@ -36,11 +36,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _server_scope(fixture_name: str, config: pytest.Config) -> Any:
-    scope = str(config.getini(SCOPE_OPTION)).strip() or "session"
+def pytest_configure(config: pytest.Config) -> None:
+    scope = _configured_scope(config)
     if scope not in _SCOPES:
         raise pytest.UsageError(f"{SCOPE_OPTION} must be one of {', '.join(_SCOPES)}: {scope!r}")
-    return scope
+
+
+def _configured_scope(config: pytest.Config) -> str:
+    return str(config.getini(SCOPE_OPTION)).strip() or "session"
+
+
+def _server_scope(fixture_name: str, config: pytest.Config) -> Any:
+    scope = _configured_scope(config)
+    return scope if scope in _SCOPES else "session"  # pytest_configure reported it
 
 
 @pytest.fixture(scope="session")
