@@ -51,3 +51,15 @@ def test_meta_distribution_requires_the_three() -> None:
 
 def test_common_has_no_dependencies() -> None:
     assert not importlib.metadata.requires("smtpwire-common")
+
+
+def test_the_server_distribution_registers_the_pytest_plugin() -> None:
+    try:
+        entries = importlib.metadata.distribution("smtpwire-server").entry_points
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - nox installs it
+        pytest.skip("smtpwire-server is not installed")
+    plugins = [entry for entry in entries if entry.group == "pytest11"]
+    assert [(entry.name, entry.value) for entry in plugins] == [
+        ("smtpwire", "smtpwire.server.testing.pytest_plugin")
+    ]
+    assert plugins[0].load().smtp_server is not None
