@@ -276,6 +276,17 @@ async def test_unprompted_reply_between_commands_does_not_shift() -> None:
         client.close()
 
 
+async def test_the_next_command_after_an_unsolicited_421_reports_it() -> None:
+    async with FakeSMTPServer(on_line=counting_noop()) as server:
+        client = await connected(server)
+        await client.ehlo()
+        server.connection.send(b"421 4.4.2 fake.example Error: timeout exceeded\r\n")
+        await asyncio.wait_for(server.connection.closed.wait(), WAIT)
+        with pytest.raises(SMTPServerDisconnected, match=r"421 4\.4\.2 fake\.example"):
+            await client.noop()
+        assert not client.is_connected
+
+
 async def test_unsolicited_reply_after_pipelined_replies_does_not_shift() -> None:
     script = answering({b"DATA": b"354 go ahead\r\n250 surprise\r\n"})
     async with FakeSMTPServer(extensions=["PIPELINING"], on_line=script) as server:

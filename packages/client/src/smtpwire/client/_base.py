@@ -227,8 +227,10 @@ class ClientBase(AuthMixin):
         previous one drained) and read the replies in order: one per line unless
         ``replies`` says otherwise (LMTP answers a message once per recipient)."""
         protocol = self.protocol
-        if protocol is None or not self.is_connected or self._command_lock is None:
+        if protocol is None or self._command_lock is None:
             raise SMTPServerDisconnected("Server not connected")
+        if not self.is_connected:
+            raise protocol.not_connected()
         count = len(lines) if replies is None else replies
         wait = self._timeout(timeout)
         if stream is not None and stream.encoded is not None:

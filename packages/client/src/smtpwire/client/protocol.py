@@ -39,6 +39,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 1  # replies the waiting reader needs before it is woken
         self._error: Exception | None = None
+        self._closing_reply = False  # the connection ended with the server's 421
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
         self.quit_sent = False
@@ -73,6 +74,7 @@ class SMTPProtocol(asyncio.Protocol):
                 # The server announces it is closing (RFC 5321 section 3.8): stop
                 # using the connection now, not at the next command.
                 self.closed = True
+                self._closing_reply = self._error is None
                 self._fail(SMTPServerDisconnected(f"Server closing: {reply.code} {reply.message}"))
                 if self.transport is not None:
                     self.transport.close()
@@ -111,9 +113,15 @@ class SMTPProtocol(asyncio.Protocol):
     def is_connected(self) -> bool:
         return self.transport is not None and not self.transport.is_closing() and not self.closed
 
+    def not_connected(self) -> SMTPServerDisconnected:
+        """Why no command can be sent: the server's 421 when it said one."""
+        if isinstance(self._error, SMTPServerDisconnected) and self._closing_reply:
+            return SMTPServerDisconnected(str(self._error))
+        return SMTPServerDisconnected("Server not connected")
+
     def write(self, data: bytes) -> None:
         if not self.is_connected:
-            raise SMTPServerDisconnected("Server not connected")
+            raise self.not_connected()
         assert self.transport is not None  # noqa: S101 - checked just above
         self.transport.write(data)
 
