@@ -60,7 +60,9 @@ def test_every_example_passes(pytester: pytest.Pytester, document: str) -> None:
     assert files, f"{document} has no pytest example"
     pytester.makepyfile(**files)
     pytester.makeconftest(ASYNC_RUNNER)
-    result = pytester.runpytest_subprocess(*plugin_arguments(), "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        *plugin_arguments(), "-p", "no:cacheprovider", "-W", "error"
+    )
     result.assert_outcomes(passed=count_tests(files))
 
 

@@ -74,6 +74,13 @@ async def stalling_stream(head: bytes, resume: asyncio.Event, tail: bytes) -> As
     yield tail
 
 
+async def outcome(task: asyncio.Task[Any]) -> BaseException | None:
+    """Let ``task`` finish by itself (bounded by WAIT, then cancelled) and return its
+    exception."""
+    await asyncio.wait({task}, timeout=WAIT)
+    return await settle(task)
+
+
 async def settle(task: asyncio.Task[Any]) -> BaseException | None:
     """Finish ``task`` (cancelling it if it is still running, so a failing test does
     not leak it) and return its exception."""
@@ -175,7 +182,7 @@ async def test_server_idle_timeout_mid_message_delivers_nothing(
     try:
         await server.closed_connections(1)
         resume.set()
-        error = await settle(sending)
+        error = await outcome(sending)
     finally:
         await settle(sending)
     # The 421 came as the answer to the message, or the connection was found closed first.
@@ -363,7 +370,7 @@ async def test_server_stopped_while_clients_are_connected(
                 await client.noop()
         resume.set()
         for task in tasks:
-            assert isinstance(await settle(task), aiosmtplib.SMTPServerDisconnected)
+            assert isinstance(await outcome(task), aiosmtplib.SMTPServerDisconnected)
         inbox.gate.open()  # too late: the handler was cancelled with its session
         with pytest.raises(aiosmtplib.SMTPConnectError):
             await make_client(server).connect()

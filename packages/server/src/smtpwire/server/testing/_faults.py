@@ -51,19 +51,17 @@ class Fault:
     fired: int = 0
 
     def _matches(self, command: str, addresses: Collection[str]) -> bool:
-        if self.command is not None and self.command != command:
+        # A drop during data applies to a message sent with BDAT as with DATA.
+        bdat_too = self.drop is Drop.DURING_DATA and command == "BDAT"
+        if self.command is not None and self.command != command and not bdat_too:
             return False
         return self.address is None or self.address in addresses
 
-    def _takes_turn(self) -> bool:
-        """Count one matching command; True when the rule acts on it."""
-        self.seen += 1
+    def _would_act(self) -> bool:
+        """After counting a matching command: whether this rule acts on it."""
         if self.times is not None and self.fired >= self.times:
             return False
-        if self.attempts is not None and self.seen not in self.attempts:
-            return False
-        self.fired += 1
-        return True
+        return self.attempts is None or self.seen in self.attempts
 
 
 @dataclass
@@ -102,8 +100,6 @@ class FaultRules:
         times: int | None = None,
     ) -> Fault:
         """Hold the reply to the matching command back for ``seconds``, then go on."""
-        if seconds < 0:
-            raise ValueError("a delay cannot be negative")
         return self._add(command, address, attempt, times, delay=seconds)
 
     def drop(
@@ -124,7 +120,8 @@ class FaultRules:
         attempt: int | Collection[int] | None = None,
         times: int | None = None,
     ) -> Fault:
-        """Answer DATA with 354, then hang up as soon as the message starts to arrive."""
+        """Answer DATA with 354, then hang up as soon as the message starts to arrive;
+        a message sent with BDAT: hang up at its first chunk."""
         return self._add("DATA", address, attempt, times, drop=Drop.DURING_DATA)
 
     def refuse_tls(
@@ -148,13 +145,19 @@ class FaultRules:
             return list(self._rules)
 
     def match(self, command: str, addresses: Collection[str] = ()) -> Fault | None:
-        """The first rule that acts on this command (addresses compared lower-cased)."""
+        """The first rule that acts on this command (addresses compared lower-cased).
+        Every matching rule counts the command, so each counts its own attempts."""
         lowered = {address.lower() for address in addresses}
+        acting: Fault | None = None
         with self._lock:
             for rule in self._rules:
-                if rule._matches(command, lowered) and rule._takes_turn():
-                    return rule
-        return None
+                if not rule._matches(command, lowered):
+                    continue
+                rule.seen += 1
+                if acting is None and rule._would_act():
+                    rule.fired += 1
+                    acting = rule
+        return acting
 
     def _add(
         self,
@@ -170,6 +173,8 @@ class FaultRules:
         verb = None if command is None else command.upper()
         if verb is not None and verb not in COMMANDS:
             raise ValueError(f"unknown command {command!r}: one of {', '.join(sorted(COMMANDS))}")
+        if delay < 0:
+            raise ValueError("a delay cannot be negative")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None for always)")
         attempts = None if attempt is None else _attempts(attempt)

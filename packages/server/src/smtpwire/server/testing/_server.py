@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import shutil
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -53,6 +54,7 @@ class TestingSMTP(SMTP):
         self._testing = testing
         self._transcript: collections.deque[str] = collections.deque(maxlen=TRANSCRIPT_LINES)
         self._accepted: ReceivedMessage | None = None
+        self._after_handshake: Fault | None = None
 
     # -- transcript ------------------------------------------------------------------
 
@@ -72,7 +74,7 @@ class TestingSMTP(SMTP):
         if isinstance(line, bytes):
             self._transcript.append(f"C: {_shown(line)}")
             verb = line.partition(b" ")[0].rstrip(b"\r").upper().decode("ascii", "replace")
-            fault = self._testing.faults.match(verb, _addresses(verb, line))
+            fault = self._testing.faults.match(verb, self._addresses(verb, line))
             if fault is not None and not await self._carry_out(fault, verb):
                 return
         await super()._dispatch(line, call_limit)
@@ -81,10 +83,22 @@ class TestingSMTP(SMTP):
 
     async def _serve(self) -> None:
         fault = self._testing.faults.match("CONNECT")
-        if fault is not None and not await self._carry_out(fault, "CONNECT"):
+        if fault is not None and self._implicit_tls is not None and fault.drop is None:
+            # Its reply or delay comes once TLS is up, as the greeting would.
+            self._after_handshake = fault
+        elif fault is not None and not await self._carry_out(fault, "CONNECT"):
             self._close_transport()
             return
         await super()._serve()
+
+    async def _implicit_handshake(self) -> bool:
+        if not await super()._implicit_handshake():
+            return False
+        fault, self._after_handshake = self._after_handshake, None
+        if fault is not None and not await self._carry_out(fault, "CONNECT"):
+            self._close_transport()
+            return False
+        return True
 
     async def _carry_out(self, fault: Fault, verb: str) -> bool:
         """Apply a rule; True when the command is then to be carried out as usual."""
@@ -117,27 +131,38 @@ class TestingSMTP(SMTP):
 
     async def _call_data_hook(self) -> Any:
         envelope = self.envelope
-        addresses = [envelope.mail_from or "", *envelope.rcpt_tos]
-        fault = self._testing.faults.match("MESSAGE", addresses)
+        self._transcript.append(f"C: <message, {len(envelope.original_content or b'')} octets>")
+        fault = self._testing.faults.match("MESSAGE", self._addresses("MESSAGE", b""))
         if fault is not None:
             if not await self._delay_or_drop(fault):
                 return MISSING  # the connection is closed: nothing is written
             if fault.reply is not None:
                 return fault.reply  # the reply to the message, which is not recorded
-        self._transcript.append(f"C: <message, {len(envelope.original_content or b'')} octets>")
         status = await super()._call_data_hook()
         if status is MISSING or (isinstance(status, str) and status.startswith("250")):
             self._accepted = self._received()
         return status
 
     async def _reply_to_message(self, status: Any, recipients: int) -> None:
-        await super()._reply_to_message(status, recipients)
+        await super()._reply_to_message(status, recipients)  # queues the reply
         accepted, self._accepted = self._accepted, None
-        if accepted is None or self._closing:
+        transport = self.transport
+        if accepted is None or self._closing or transport is None or transport.is_closing():
             return
-        await self._flush_and_drain()  # recorded only once its 250 has been written
+        # Filed and written in one step of the loop: a client that has its 250 finds
+        # the message in the inbox, and nothing stops the server in between.
         self._testing.inbox.add(dataclasses.replace(accepted, transcript=tuple(self._transcript)))
         self._transcript.clear()
+        self._flush()
+
+    def _addresses(self, verb: str, line: bytes) -> tuple[str, ...]:
+        """What an address rule is compared with: the path of MAIL and RCPT; for the
+        message (DATA, BDAT, its final reply) the sender and every recipient."""
+        if verb in ("MAIL", "RCPT"):
+            return _path_in(line)
+        if verb in ("DATA", "BDAT", "MESSAGE"):
+            return (self.envelope.mail_from or "", *self.envelope.rcpt_tos)
+        return ()
 
     def _received(self) -> ReceivedMessage:
         envelope, session = self.envelope, self.session
@@ -180,8 +205,11 @@ class SMTPTestServer:
 
     ``tls``: ``"none"``, ``"starttls"`` (offered; ``require_starttls`` to insist) or
     ``"implicit"``.  ``auth``: True for one account (:data:`DEFAULT_USERNAME` /
-    :data:`DEFAULT_PASSWORD`), or a mapping of user names to passwords; AUTH then
-    needs TLS when the server has it.  Other keyword arguments go to
+    :data:`DEFAULT_PASSWORD`), or a mapping of user names to passwords.  With TLS, AUTH
+    then needs TLS and is required before MAIL (``auth_required=False`` makes it
+    optional); with ``tls="none"`` it is allowed in plaintext, and optional.
+    Certificates made for the server alone are deleted when it stops.  Other
+    keyword arguments go to
     :class:`~smtpwire.server.smtp.SMTP` (``modern`` defaults to True).
     """
 
@@ -211,12 +239,16 @@ class SMTPTestServer:
             else ({DEFAULT_USERNAME: DEFAULT_PASSWORD} if auth else {})
         )
         self.certificates = certificates
-        if tls != "none" and self.certificates is None:
+        self._own_certificates = tls != "none" and certificates is None
+        if self._own_certificates:
             self.certificates = make_certificates()
         server_name = smtp_kwargs.pop("hostname", "smtpwire.test")
         kwargs: dict[str, Any] = {"modern": True, **smtp_kwargs}
         if self.accounts:
             kwargs.setdefault("authenticator", self._check_password)
+            # Required before MAIL, as on a submission server; in plaintext it stays
+            # optional (requiring AUTH without TLS is what aiosmtpd warns about).
+            kwargs.setdefault("auth_required", tls != "none")
             kwargs.setdefault("auth_require_tls", tls != "none")
         if tls == "starttls":
             kwargs["tls_context"] = self._server_context()
@@ -242,6 +274,9 @@ class SMTPTestServer:
         if self._running:
             self._running = False
             self._controller.stop()
+        if self._own_certificates and self.certificates is not None:
+            shutil.rmtree(self.certificates.directory, ignore_errors=True)
+            self._own_certificates = False
 
     def __enter__(self) -> SMTPTestServer:
         return self.start()
@@ -321,9 +356,7 @@ def _shown(line: bytes) -> str:
     return sanitize(line.rstrip(b"\r")).decode("utf-8", "replace")
 
 
-def _addresses(verb: str, line: bytes) -> tuple[str, ...]:
-    if verb not in ("MAIL", "RCPT"):
-        return ()
+def _path_in(line: bytes) -> tuple[str, ...]:
     start, end = line.find(b"<"), line.find(b">")
     if start < 0 or end < start:
         return ()
