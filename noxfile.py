@@ -24,6 +24,9 @@ ROOT = Path(__file__).parent
 PACKAGES = ("./packages/common", "./packages/client", "./packages/server", ".")
 TEST_DEPENDENCIES = ("pytest>=8", "pytest-timeout", "hypothesis", "trustme")
 SOURCES = ("packages", "tests", "benchmarks", "noxfile.py")
+RESULTS = "benchmarks/results"
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = False
@@ -101,20 +104,51 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
 def bench(session: nox.Session) -> None:
-    """Benchmarks: the wire core (S5) beside the anchors' equivalents (aiosmtplib is a
-    benchmark-only dependency).  Results also go to benchmarks/results/."""
-    session.install(*PACKAGES, "aiosmtplib")
+    """Benchmarks S5 (wire core), S2 (client), S1 (server throughput), S3 (one big
+    message), S4 (idle connections), each beside its anchors: aiosmtplib and
+    aiosmtpd are benchmark-only dependencies, Postfix's smtp-sink and smtp-source
+    (Debian package postfix) are used where installed.  Results also go to
+    benchmarks/results/.  ``nox -s bench -- --quick`` runs a short version of every
+    scenario; other arguments go to wire_core.py."""
+    session.install(*PACKAGES, "aiosmtplib", "aiosmtpd==1.4.6")
+    quick = "--quick" in session.posargs
+    core_arguments = [argument for argument in session.posargs if argument != "--quick"]
+    if quick:
+        core_arguments = ["--size-mib", "10", "--repeat", "2", *core_arguments]
     session.run(
-        "python", "benchmarks/wire_core.py", "--json", "benchmarks/results/wire_core.json",
-        *session.posargs,
+        "python", "benchmarks/wire_core.py", "--json", f"{RESULTS}/wire_core.json",
+        *core_arguments,
     )  # fmt: skip
     # S2: into smtpwire.server always, into Postfix's smtp-sink where it is installed.
-    into = "all" if Path("/usr/sbin/smtp-sink").exists() else "smtpwire.server"
+    into = "all" if SMTP_SINK.exists() else "smtpwire.server"
     if into != "all":
         session.log("S2 into smtp-sink skipped: smtp-sink missing (Debian package postfix)")
     session.run(
         "python", "benchmarks/client_throughput.py", "--into", into,
-        "--json", "benchmarks/results/client_throughput.json",
+        *(["--messages", "500", "--repeat", "2"] if quick else []),
+        "--json", f"{RESULTS}/client_throughput.json",
+    )  # fmt: skip
+    shortened = ["--quick"] if quick else []
+    with_sink = SMTP_SINK.exists()
+    if not with_sink:
+        session.log("S1 and S3 without smtp-sink: missing (Debian package postfix)")
+    if SMTP_SOURCE.exists():
+        servers = "smtpwire,aiosmtpd" + (",smtp-sink" if with_sink else "")
+        session.run(
+            "python", "benchmarks/server_throughput.py", "--servers", servers, *shortened,
+            "--json", f"{RESULTS}/server_throughput.json",
+        )  # fmt: skip
+    else:
+        session.log("S1 skipped: smtp-source missing (Debian package postfix)")
+    receivers = "smtpwire handle_DATA,smtpwire handle_DATA_STREAM,aiosmtpd handle_DATA"
+    session.run(
+        "python", "benchmarks/server_big_message.py",
+        "--receivers", receivers + (",smtp-sink" if with_sink else ""), *shortened,
+        "--json", f"{RESULTS}/server_big_message.json",
+    )  # fmt: skip
+    session.run(
+        "python", "benchmarks/server_idle_connections.py", *shortened,
+        "--json", f"{RESULTS}/server_idle_connections.json",
     )  # fmt: skip
 
 
