@@ -94,8 +94,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the three packages."""
-    session.install("mypy", *PACKAGES)
+    """mypy --strict over the three packages (with pytest and cryptography, which the
+    test-mail subpackage smtpwire.server.testing uses when they are there)."""
+    session.install("mypy", "pytest>=8", "cryptography", *PACKAGES)
     session.run(
         "mypy", "--strict", "-p", "smtpwire.common", "-p", "smtpwire.client",
         "-p", "smtpwire.server",
