@@ -285,6 +285,10 @@ class Connection(asyncio.Protocol):
                 if inbound.closed or self._closing:
                     inbound.abandon_message()
                     return False
+                if inbound.worth_taking:
+                    # Content came while the sink was busy: its wake-up found nobody
+                    # waiting, and reading may be paused until it is taken.
+                    continue
                 await self._wait_for_input()
         finally:
             if rate_check is not None:
