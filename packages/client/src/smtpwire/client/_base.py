@@ -44,6 +44,8 @@ SMTP_PORT: Final = 25
 SMTP_TLS_PORT: Final = 465
 SMTP_STARTTLS_PORT: Final = 587
 DEFAULT_TIMEOUT: Final = 60.0
+# How long quit() waits for the server to end the connection once it said 221.
+QUIT_CLOSE_GRACE: Final = 1.0
 
 
 class ClientBase(AuthMixin):
@@ -458,8 +460,25 @@ class ClientBase(AuthMixin):
                 protocol.quit_sent = False
         if response.code != 221:
             raise SMTPResponseException(response.code, response.message)
+        transport = self.transport
         self.close()
+        if protocol is not None and transport is not None:
+            await _closed(protocol, transport)
         return response
+
+
+async def _closed(protocol: SMTPProtocol, transport: asyncio.Transport) -> None:
+    """After QUIT: let the close finish (over TLS it waits for the server's
+    close_notify), so that no socket outlives the client, e.g. an ``asyncio.run()``
+    that closes its loop right after sending; a server that does not answer the
+    close within QUIT_CLOSE_GRACE is cut off."""
+    try:
+        if await protocol.wait_lost(QUIT_CLOSE_GRACE):
+            return
+    except BaseException:
+        transport.abort()
+        raise
+    transport.abort()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import asyncio
 import collections
 from typing import Final
 
+from smtpwire.common.buffers import receive_buffer
 from smtpwire.common.errors import ReplyError, ReplyTooLongError
 from smtpwire.common.limits import REPLY_CAP, REPLY_LINE_CAP
 from smtpwire.common.replies import ReplyParser, SMTPReply
@@ -27,9 +28,10 @@ MAX_LINE_LENGTH: Final = REPLY_LINE_CAP
 MAX_RESPONSE_LENGTH: Final = REPLY_CAP
 
 
-class SMTPProtocol(asyncio.Protocol):
+class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._receive_view = receive_buffer(loop)
         self.transport: asyncio.Transport | None = None
         self._parser = ReplyParser(
             max_line_length=MAX_LINE_LENGTH, max_reply_length=MAX_RESPONSE_LENGTH
@@ -44,6 +46,8 @@ class SMTPProtocol(asyncio.Protocol):
         self._writing_paused = False
         self.quit_sent = False
         self.closed = False
+        self._lost = False
+        self._lost_waiter: asyncio.Future[None] | None = None
         self._timed_out = False
         # One timer serves many reads: a read moves the deadline; the timer, when it
         # fires, times out a read still pending or re-arms at the later deadline.
@@ -54,6 +58,13 @@ class SMTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    # asyncio reads into one buffer per loop (no fresh 256 KiB per read).
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._receive_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._receive_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
@@ -90,7 +101,10 @@ class SMTPProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._lost = True
         self.transport = None
+        if self._lost_waiter is not None and not self._lost_waiter.done():
+            self._lost_waiter.set_result(None)
         self._disarm()
         self._fail(self._disconnected(exc))
         waiter, self._drain_waiter = self._drain_waiter, None
@@ -108,6 +122,15 @@ class SMTPProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
     # -- for the client ------------------------------------------------------------------
+
+    async def wait_lost(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the connection to be gone (a TLS
+        close waits for the server's close_notify); whether it is."""
+        if not self._lost:
+            if self._lost_waiter is None:
+                self._lost_waiter = self._loop.create_future()
+            await asyncio.wait([self._lost_waiter], timeout=timeout)
+        return self._lost
 
     @property
     def is_connected(self) -> bool:

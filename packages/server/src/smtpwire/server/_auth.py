@@ -13,7 +13,8 @@ import base64
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from smtpwire.common.errors import SASLDecodeError
@@ -26,6 +27,7 @@ from smtpwire.common.sasl import (
     decode_cram_md5,
 )
 
+from ._discovery import SharedTables, method_names
 from .session import MISSING, AuthResult, LoginPassword
 
 if TYPE_CHECKING:
@@ -55,8 +57,21 @@ CramMD5Secret = Callable[[bytes], "str | bytes | Awaitable[str | bytes | None] |
 
 
 class AuthMethod(NamedTuple):
+    """A mechanism: ``attribute`` of the server (built in) or of its handler, looked
+    up when called so that one table serves every connection; or a ``function``."""
+
     is_builtin: bool
-    method: Callable[[SMTP, list[str]], Awaitable[Any]]
+    attribute: str = ""
+    function: Callable[[SMTP, list[str]], Awaitable[Any]] | None = None
+
+    def call(self, server: SMTP, args: list[str]) -> Awaitable[Any]:
+        # Every mechanism is called as method(server, args); the server's own bound
+        # methods therefore take the server a second time, as an ignored argument.
+        if self.function is not None:
+            return self.function(server, args)
+        owner = server if self.is_builtin else server.event_handler
+        method: Callable[[SMTP, list[str]], Awaitable[Any]] = getattr(owner, self.attribute)
+        return method(server, args)
 
 
 def check_mechanism_name(name: str) -> str:
@@ -66,39 +81,44 @@ def check_mechanism_name(name: str) -> str:
     return upper
 
 
-def _mechanisms_of(owner: Any) -> dict[str, Callable[..., Awaitable[Any]]]:
+def _mechanisms_of(owner: Any, names: tuple[str, ...], builtin: bool) -> dict[str, AuthMethod]:
     found = {}
-    for attribute in dir(owner):
-        if not attribute.startswith("auth_"):
-            continue
-        method = getattr(owner, attribute, None)
-        if not callable(method):
-            continue
-        name = getattr(method, "__auth_mechanism_name__", None)
+    for attribute in names:
+        name = getattr(getattr(owner, attribute), "__auth_mechanism_name__", None)
         if name is None:
             name = attribute[5:].replace("__", "-")
-        found[check_mechanism_name(name)] = method
+        found[check_mechanism_name(name)] = AuthMethod(builtin, attribute)
     return found
 
 
+_AUTH_TABLES: Final = SharedTables()
+
+
 def discover_auth_methods(
-    server: object, handler: Any, excluded: Iterable[str]
-) -> dict[str, AuthMethod]:
-    # Every mechanism is called as method(server, args); the server's own bound
-    # methods therefore take the server a second time, as an ignored argument.
-    methods = {name: AuthMethod(True, method) for name, method in _mechanisms_of(server).items()}
-    methods.update(
-        (name, AuthMethod(False, method)) for name, method in _mechanisms_of(handler).items()
-    )
-    for name in excluded:
-        methods.pop(name.upper(), None)
-    log.info(
-        "Available AUTH mechanisms: %s",
-        " ".join(
+    server: object, handler: Any, excluded: Iterable[str], *, cram_md5: bool = False
+) -> Mapping[str, AuthMethod]:
+    """The mechanisms of ``server`` and ``handler`` (the handler's win), without
+    ``excluded``, with CRAM-MD5 when the server has a secret lookup for it.  The
+    table is shared by every connection of the same classes and options."""
+    own_names = method_names(server, "auth_")
+    handler_names = method_names(handler, "auth_")
+    leave_out = frozenset(name.upper() for name in excluded)
+    key = (own_names, type(handler), handler_names, leave_out, cram_md5)
+    methods: Mapping[str, AuthMethod] | None = _AUTH_TABLES.get(type(server), key)
+    if methods is None:
+        table = _mechanisms_of(server, own_names, builtin=True)
+        table.update(_mechanisms_of(handler, handler_names, builtin=False))
+        if cram_md5:
+            table.setdefault("CRAM-MD5", AuthMethod(True, function=auth_cram_md5))
+        for name in leave_out:
+            table.pop(name, None)
+        methods = _AUTH_TABLES.put(type(server), key, MappingProxyType(table))
+    if log.isEnabledFor(logging.INFO):
+        described = (
             f"{name}(builtin)" if method.is_builtin else name
             for name, method in sorted(methods.items())
-        ),
-    )
+        )
+        log.info("Available AUTH mechanisms: %s", " ".join(described))
     return methods
 
 
@@ -129,7 +149,7 @@ async def run_auth(server: SMTP, arg: str | None) -> None:
         return
     status = await server._call_handler_hook("AUTH", args)
     if status is MISSING:
-        result = await auth_method.method(server, args)
+        result = await auth_method.call(server, args)
         status = _status_of(server, result)
     if status is not None:
         await server.push(status)

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from smtpwire.common.buffers import receive_buffer
 from smtpwire.common.data import DataDecoder
 from smtpwire.common.lines import LineTooLong
 
@@ -36,7 +37,7 @@ _OUTBOX_FLUSH_AT = 64 * 1024
 _RATE_WINDOW = 10.0
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     """One client connection's I/O; subclassed by :class:`~smtpwire.server.smtp.SMTP`."""
 
     transport: asyncio.Transport | None
@@ -101,6 +102,8 @@ class Connection(asyncio.Protocol):
 
     def _start_connection(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        # The loop that reads: the one ``self.loop`` names could be another.
+        self._receive_view = receive_buffer(asyncio.get_running_loop())
         self._over_tls = transport.get_extra_info("sslcontext") is not None
         self._idle_since = self.loop.time()
         if self._timeout_duration:
@@ -108,6 +111,14 @@ class Connection(asyncio.Protocol):
         if self._session_limit:
             self._guards.append(self.loop.call_later(self._session_limit, self._session_expired))
         self._handler_coroutine = self.loop.create_task(self._run())
+
+    # asyncio reads into one buffer per loop (no fresh 256 KiB per read); what
+    # arrived is copied out and handled as by a plain Protocol.
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._receive_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._receive_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         self._received_any = True

@@ -19,19 +19,15 @@ import ssl
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple, TypeVar
 
 from smtpwire.common.lines import LineTooLong
 
-from ._auth import (
-    AuthMethod,
-    CramMD5Secret,
-    auth_cram_md5,
-    check_mechanism_name,
-    discover_auth_methods,
-)
+from ._auth import CramMD5Secret, check_mechanism_name, discover_auth_methods
 from ._connection import Connection
 from ._content import ChunkLineEndings, MessageContent
+from ._discovery import SharedTables, has_dynamic_attributes, method_names
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from .proxy_protocol import HeaderCollector, parse_header
 from .session import (
@@ -66,7 +62,7 @@ _HTTP_METHODS: Final = frozenset(
 _HTTP_REQUEST: Final = re.compile(rb" HTTP/\d(?:\.\d)?\s*$")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-_CommandMethod = Callable[[str | None], Awaitable[None]]
+_CommandFunction = Callable[[Any, str | None], Awaitable[None]]
 
 
 class TLSSetupException(Exception):
@@ -103,30 +99,52 @@ def login_always_fail(mechanism: str, login: bytes, password: bytes) -> bool:
     return False
 
 
-def _command_names(cls: type) -> tuple[str, ...]:
-    names = _COMMAND_NAMES.get(cls)
-    if names is None:
-        names = tuple(name for name in dir(cls) if name.startswith("smtp_"))
-        _COMMAND_NAMES[cls] = names
-    return names
+_COMMAND_TABLES: Final = SharedTables()
+_HOOK_TABLES: Final = SharedTables()
 
 
-_COMMAND_NAMES: dict[type, tuple[str, ...]] = {}
+def command_table(cls: type, chunking: bool) -> Mapping[str, _CommandFunction]:
+    """``{"VERB": smtp_VERB function}`` for a server class, made once and shared."""
+    table: Mapping[str, _CommandFunction] | None = _COMMAND_TABLES.get(cls, chunking)
+    if table is None:
+        found = {name[5:]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
+        if not chunking:
+            found.pop("BDAT", None)  # unknown, and not in HELP, as in aiosmtpd
+        table = _COMMAND_TABLES.put(cls, chunking, MappingProxyType(found))
+    return table
 
 
-def _ehlo_hook_version(hook: Callable[..., Any]) -> str:
-    parameters = inspect.signature(hook).parameters.values()
+class HandlerHooks(NamedTuple):
+    """``{"VERB": "handle_VERB"}`` for a handler (bound when called) and the form of
+    its EHLO hook; shared by the connections of handlers of one class."""
+
+    names: Mapping[str, str]
+    ehlo_version: str | None
+
+
+def handler_hooks(handler: Any) -> HandlerHooks:
+    names = method_names(handler, "handle_")
+    hooks: HandlerHooks | None = _HOOK_TABLES.get(type(handler), names)
+    if hooks is None:
+        table = MappingProxyType({name[7:]: name for name in names})
+        ehlo = _ehlo_hook_version(handler) if "EHLO" in table else None
+        hooks = _HOOK_TABLES.put(type(handler), names, HandlerHooks(table, ehlo))
+    elif hooks.ehlo_version is not None and (
+        "handle_EHLO" in getattr(handler, "__dict__", ()) or has_dynamic_attributes(handler)
+    ):
+        # An EHLO hook of the instance's own: its signature is its own too.
+        hooks = hooks._replace(ehlo_version=_ehlo_hook_version(handler))
+    return hooks
+
+
+def _ehlo_hook_version(handler: Any) -> str:
+    parameters = inspect.signature(handler.handle_EHLO).parameters.values()
     if any(p.kind is p.VAR_POSITIONAL for p in parameters):
         return "new"
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) == 5:
         return "new"
     if len(positional) == 4:
-        warnings.warn(
-            "Use the 5-argument handle_EHLO() hook instead of the 4-argument one",
-            DeprecationWarning,
-            stacklevel=4,
-        )
         return "old"
     raise RuntimeError("Unsupported EHLO Hook")
 
@@ -216,25 +234,18 @@ class SessionProtocol(Connection):
         self._proxy_timeout = proxy_protocol_timeout
         self._authenticator = authenticator
         self._auth_callback = auth_callback or login_always_fail
-        self._auth_methods: dict[str, AuthMethod] = discover_auth_methods(
-            self, handler, auth_exclude_mechanism or ()
-        )
         self._cram_md5_secret = cram_md5_secret
-        excluded = {name.upper() for name in auth_exclude_mechanism or ()}
-        if cram_md5_secret is not None and "CRAM-MD5" not in excluded:
-            self._auth_methods.setdefault("CRAM-MD5", AuthMethod(True, auth_cram_md5))
-        self._handle_hooks: dict[str, Callable[..., Any]] = {
-            name[7:]: getattr(handler, name)
-            for name in dir(handler)
-            if name.startswith("handle_") and callable(getattr(handler, name, None))
-        }
-        ehlo_hook = self._handle_hooks.get("EHLO")
-        self._ehlo_hook_ver = None if ehlo_hook is None else _ehlo_hook_version(ehlo_hook)
-        self._smtp_methods: dict[str, _CommandMethod] = {
-            name[5:]: getattr(self, name) for name in _command_names(type(self))
-        }
-        if not self.extensions.chunking:
-            self._smtp_methods.pop("BDAT", None)  # unknown, and not in HELP, as in aiosmtpd
+        self._auth_methods = discover_auth_methods(
+            self, handler, auth_exclude_mechanism or (), cram_md5=cram_md5_secret is not None
+        )
+        self._hooks = handler_hooks(handler)
+        if self._hooks.ehlo_version == "old":
+            warnings.warn(
+                "Use the 5-argument handle_EHLO() hook instead of the 4-argument one",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        self._smtp_methods = command_table(type(self), self.extensions.chunking)
         self._set_call_limits(command_call_limit)
         self.command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
             lambda: self.command_size_limit
@@ -508,7 +519,7 @@ class SessionProtocol(Connection):
                 return
             await self.push(f'500 Error: command "{command}" not recognized')
             return
-        await method(arg)
+        await method(self, arg)
 
     async def handle_exception(self, error: Exception) -> str:
         hook = getattr(self.event_handler, "handle_exception", None)
@@ -539,10 +550,10 @@ class SessionProtocol(Connection):
     # -- hooks --------------------------------------------------------------------------
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
-        hook = self._handle_hooks.get(command)
-        if hook is None:
+        name = self._hooks.names.get(command)
+        if name is None:
             return MISSING
-        return await hook(self, self.session, self.envelope, *args)
+        return await getattr(self.event_handler, name)(self, self.session, self.envelope, *args)
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         if not self.session.host_name:

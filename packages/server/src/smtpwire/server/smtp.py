@@ -154,10 +154,10 @@ class SMTP(SessionProtocol):
                 stacklevel=2,
             )
             await self.ehlo_hook()
-        if self._ehlo_hook_ver is None:
+        if self._hooks.ehlo_version is None:
             self.session.host_name = hostname
             lines.append("250 HELP")
-        elif self._ehlo_hook_ver == "old":
+        elif self._hooks.ehlo_version == "old":
             for line in lines:
                 await self.push(line)
             lines = [await self._call_handler_hook("EHLO", hostname)]
@@ -276,9 +276,10 @@ class SMTP(SessionProtocol):
         self.session = self._create_session()
         self.session.peer = peer
         self.session.ssl = ssl_facts(tls_transport)
-        hook = self._handle_hooks.get("STARTTLS")
+        hook = self._hooks.names.get("STARTTLS")
         if hook is not None:
-            self._tls_handshake_okay = bool(hook(self, self.session, self.envelope))
+            handshake_okay = getattr(self.event_handler, hook)(self, self.session, self.envelope)
+            self._tls_handshake_okay = bool(handshake_okay)
 
     async def _implicit_handshake(self) -> bool:
         assert self._implicit_tls is not None  # noqa: S101 - the caller checked
@@ -579,7 +580,7 @@ class SMTP(SessionProtocol):
     def _open_content(self) -> MessageContent:
         """Where the next message goes: to ``handle_DATA_STREAM`` as it arrives if
         the handler has that hook, otherwise kept whole for ``handle_DATA``."""
-        if "DATA_STREAM" in self._handle_hooks:
+        if "DATA_STREAM" in self._hooks.names:
             return Streamed(functools.partial(self._call_handler_hook, "DATA_STREAM"))
         return Accumulated()
 
@@ -643,7 +644,7 @@ class SMTP(SessionProtocol):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _call_data_hook(self) -> Any:
-        if "DATA" in self._handle_hooks:
+        if "DATA" in self._hooks.names:
             return await self._call_handler_hook("DATA")
         process_message = getattr(self.event_handler, "process_message", None)
         if process_message is None:
