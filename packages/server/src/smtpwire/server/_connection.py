@@ -194,7 +194,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     async def push(self, status: str | bytes) -> None:
         """Queue one reply (CRLF is added); it is written before the next read."""
         reply = self._encode_reply(status) if isinstance(status, str) else status
-        log.debug("%r << %r", self._describe_peer(), reply)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%r << %r", self._describe_peer(), reply)
         self._outbox.append(reply + b"\r\n")
         self._outbox_size += len(reply) + 2
         if self._outbox_size >= _OUTBOX_FLUSH_AT:

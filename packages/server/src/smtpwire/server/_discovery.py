@@ -72,5 +72,5 @@ class SharedTables:
         return self._tables.get(cls, {}).get(key)
 
     def put(self, cls: type, key: Any, table: Any) -> Any:
-        self._tables.setdefault(cls, {})[key] = table
-        return table
+        """Keep ``table`` and return it, or the one another thread kept first."""
+        return self._tables.setdefault(cls, {}).setdefault(key, table)

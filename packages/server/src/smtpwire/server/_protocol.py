@@ -443,7 +443,8 @@ class SessionProtocol(Connection):
         if isinstance(line, LineTooLong):
             await self.push("500 Command line too long")
             return
-        log.info("%r >> %r", self.session.peer, sanitize(line))
+        if log.isEnabledFor(logging.INFO):
+            log.info("%r >> %r", self.session.peer, sanitize(line))
         if self.extensions.bare_lf is BareNewlinePolicy.REJECT and (
             self._inbound.last_line_bare_lf or b"\r" in line
         ):
