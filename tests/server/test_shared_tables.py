@@ -118,7 +118,7 @@ async def test_an_instance_ehlo_hook_is_judged_by_its_own_signature() -> None:
     ) -> list[str]:
         return responses
 
-    handler.handle_EHLO = handle_EHLO  # type: ignore[method-assign]
+    handler.handle_EHLO = handle_EHLO  # type: ignore[method-assign,assignment]
     assert SMTP(handler)._hooks.ehlo_version == "new"
 
 
