@@ -16,6 +16,8 @@ import ssl
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
+from smtpwire.common.commands import parse_mail_from, parse_rcpt_to
+from smtpwire.common.errors import ProtocolError
 from smtpwire.common.lines import LineTooLong
 from smtpwire.server._protocol import sanitize
 from smtpwire.server.controller import Controller
@@ -159,7 +161,7 @@ class TestingSMTP(SMTP):
         """What an address rule is compared with: the path of MAIL and RCPT; for the
         message (DATA, BDAT, its final reply) the sender and every recipient."""
         if verb in ("MAIL", "RCPT"):
-            return _path_in(line)
+            return _path_in(verb, line)
         if verb in ("DATA", "BDAT", "MESSAGE"):
             return (self.envelope.mail_from or "", *self.envelope.rcpt_tos)
         return ()
@@ -356,8 +358,12 @@ def _shown(line: bytes) -> str:
     return sanitize(line.rstrip(b"\r")).decode("utf-8", "replace")
 
 
-def _path_in(line: bytes) -> tuple[str, ...]:
-    start, end = line.find(b"<"), line.find(b">")
-    if start < 0 or end < start:
+def _path_in(verb: str, line: bytes) -> tuple[str, ...]:
+    """The address of a MAIL or RCPT line, as the wire core parses it (none when it
+    does not parse: the server answers that line with its syntax error)."""
+    argument = line.partition(b" ")[2].rstrip(b"\r").decode("utf-8", "surrogateescape")
+    parse = parse_mail_from if verb == "MAIL" else parse_rcpt_to
+    try:
+        return (parse(argument, utf8=True).address,)
+    except ProtocolError:
         return ()
-    return (line[start + 1 : end].decode("utf-8", "replace"),)
