@@ -475,10 +475,13 @@ async def _closed(protocol: SMTPProtocol, transport: asyncio.Transport) -> None:
     try:
         if await protocol.wait_lost(QUIT_CLOSE_GRACE):
             return
-    except BaseException:
+    except asyncio.CancelledError:
         transport.abort()
+        # abort() closes the socket a loop turn or two later (Python 3.12+): let it.
+        await asyncio.shield(protocol.wait_lost(QUIT_CLOSE_GRACE))
         raise
     transport.abort()
+    await protocol.wait_lost(QUIT_CLOSE_GRACE)
 
 
 @dataclass(frozen=True)
