@@ -102,6 +102,8 @@ def check_matched_mailbox(match: re.Match[str], *, max_local_part: int | None) -
 
 
 def _check_domain_lengths(domain: str) -> None:
+    if len(domain) <= _LABEL_MAX and domain.isascii():
+        return  # the usual case: no label, nor the whole, can be too long
     if len(domain.encode()) > DOMAIN_MAX:
         raise AddressSyntaxError(f"domain longer than {DOMAIN_MAX} octets")
     if any(len(label.encode()) > _LABEL_MAX for label in domain.split(".")):

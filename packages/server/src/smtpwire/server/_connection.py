@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from smtpwire.common.buffers import receive_buffer
@@ -23,7 +23,7 @@ from smtpwire.common.lines import LineTooLong
 from ._inbound import ExactBytes, Inbound
 from .proxy_protocol import HeaderCollector
 
-__all__ = ["Connection"]
+__all__ = ["NEEDS_TASK", "Connection"]
 
 log = logging.getLogger("mail.log")
 
@@ -35,6 +35,60 @@ _INPUT_LOW_WATER = 64 * 1024
 _OUTBOX_FLUSH_AT = 64 * 1024
 # How often the data rate of a message being received is checked (seconds).
 _RATE_WINDOW = 10.0
+
+
+class _NeedsTask:
+    """Awaited by session code about to run code that is not the server's own
+    (a handler's hook): when the read callback is running the command, it hands
+    the command over to the session task there, so that such code always runs in
+    a task (``asyncio.current_task()``, ``asyncio.timeout()``, contextvars)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self  # seen only by Connection._answer_inline
+
+
+NEEDS_TASK = _NeedsTask()
+
+
+class _Resume:
+    """The session task's side of a hand-over: it goes on with a command that the
+    read callback started, from where it stopped (or raises what it raised)."""
+
+    __slots__ = ("_command", "_error", "_waiting_on")
+
+    def __init__(
+        self,
+        command: Coroutine[Any, Any, None] | None,
+        waiting_on: Any = None,
+        error: Exception | None = None,
+    ) -> None:
+        self._command = command
+        self._waiting_on = waiting_on
+        self._error = error
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        if self._error is not None:
+            raise self._error
+        command, waiting_on = self._command, self._waiting_on
+        assert command is not None  # noqa: S101 - one of the two is set
+        while True:
+            try:
+                if waiting_on is NEEDS_TASK:
+                    waiting_on = command.send(None)
+                    continue
+                try:
+                    sent = yield waiting_on
+                except GeneratorExit:
+                    command.close()
+                    raise
+                except BaseException as error:  # cancellation, passed on
+                    waiting_on = command.throw(error)
+                else:
+                    waiting_on = command.send(sent)
+            except StopIteration:
+                return
 
 
 class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
@@ -72,6 +126,14 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._closing = False
         self._over_tls = False
         self._received_any = False  # for the early-talker check
+        # Commands answered in the read callback (see _answer_inline): the session
+        # task's wait for a command line, the command the callback is running or
+        # that waits there for more input, and what the task must take over.
+        self._command_waiter: asyncio.Future[None] | None = None
+        self._inline: Coroutine[Any, Any, None] | None = None
+        self._running_inline = False
+        self._handover: _Resume | None = None
+        self._wants_command = False  # the next wait for input is the session loop's
 
     # -- what the subclass provides -------------------------------------------
 
@@ -82,6 +144,10 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         raise NotImplementedError
 
     def _describe_peer(self) -> Any:
+        raise NotImplementedError
+
+    def _command(self, line: bytes | LineTooLong) -> Coroutine[Any, Any, None]:
+        """The coroutine that answers one command line."""
         raise NotImplementedError
 
     async def _on_idle_timeout(self) -> None:
@@ -137,16 +203,16 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
             if inbound.worth_taking:
                 if inbound.pending >= 2 * inbound.wake_at:
                     self._pause_reading()
-                self._wake_reader()
+                self._input_arrived()
             return
         if was_reading:
             # The message ended in this data: its last octets need not hold an LF
             # (a BDAT chunk, a PROXY v2 header).
-            self._wake_reader()
+            self._input_arrived()
         if inbound.buffered > _INPUT_HIGH_WATER:
             self._pause_reading()
         if b"\n" in data or inbound.buffered > inbound.max_line_length:
-            self._wake_reader()
+            self._input_arrived()
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._reading_paused:
@@ -193,13 +259,17 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
 
     async def push(self, status: str | bytes) -> None:
         """Queue one reply (CRLF is added); it is written before the next read."""
+        if self._queue_reply(status):
+            await self._flush_and_drain()
+
+    def _queue_reply(self, status: str | bytes) -> bool:
+        """Queue one reply; True when enough is queued to be written out now."""
         reply = self._encode_reply(status) if isinstance(status, str) else status
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%r << %r", self._describe_peer(), reply)
         self._outbox.append(reply + b"\r\n")
         self._outbox_size += len(reply) + 2
-        if self._outbox_size >= _OUTBOX_FLUSH_AT:
-            await self._flush_and_drain()
+        return self._outbox_size >= _OUTBOX_FLUSH_AT
 
     def _flush(self) -> None:
         if not self._outbox:
@@ -231,8 +301,103 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         waiter = self._input_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._inline is not None and not self._running_inline:
+            # Woken by something other than input (end of input, a close, a
+            # timer): the session task goes on with the command from here.
+            command, self._inline = self._inline, None
+            self._hand_over(_Resume(command, waiter))
+
+    def _hand_over(self, resume: _Resume) -> None:
+        self._handover = resume
+        waiter = self._command_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _input_arrived(self) -> None:
+        """Input the reader may want: a command in the read callback, if the
+        session task is idle waiting for one, or else wake the task."""
+        waiter = self._command_waiter
+        if self._inline is not None or (
+            waiter is not None
+            and waiter is self._input_waiter
+            and not waiter.done()
+            and not self._writing_paused
+        ):
+            self._answer_inline()
+        else:
+            self._wake_reader()
+
+    def _answer_inline(self) -> None:
+        """Answer the command lines that have arrived here, in the read callback,
+        while the session task stays asleep: the reply goes out in this callback
+        and no task step, future or extra trip round the event loop is spent
+        (smtp-source's lock-step MAIL, RCPT, DATA and message cost four of each).
+
+        A command runs here until it is done or waits for more input (DATA or
+        BDAT reading the message; the next call goes on with it).  When it must
+        run a handler's code (it awaits :data:`NEEDS_TASK`), waits for anything
+        else, or fails, it is handed over, as it stands, to the session task,
+        which goes on with it and then with the next lines.
+        """
+        if self._running_inline:
+            return
+        inbound = self._inbound
+        if self._inline is None:
+            self._input_waiter = None  # the task's: it sleeps on
+        else:
+            waiter = self._input_waiter  # the one the command waits on
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._running_inline = True
+        try:
+            while self._handover is None:
+                command = self._inline
+                if command is None:
+                    if self._closing:
+                        break
+                    line = inbound.next_line()
+                    if line is None:
+                        break
+                    command = self._command(line)
+                try:
+                    waiting_on = command.send(None)
+                except StopIteration:
+                    self._inline = None
+                    continue
+                except Exception as error:  # the task replies, as for its own commands
+                    self._inline = None
+                    self._handover = _Resume(None, error=error)
+                    break
+                if waiting_on is not None and waiting_on is self._input_waiter:
+                    self._inline = command  # reading a message: more input wakes it
+                    return
+                self._inline = None
+                self._handover = _Resume(command, waiting_on)
+        finally:
+            self._running_inline = False
+        self._flush()
+        waiter = self._command_waiter
+        if waiter is None or waiter.done():
+            return
+        if self._handover is not None or self._closing or inbound.closed or self._writing_paused:
+            # The task takes it from here (and waits for a client that does not
+            # read its replies before it reads more commands).
+            waiter.set_result(None)
+            return
+        self._input_waiter = waiter  # the task waits for a command again
+        self._waiting_for_input = True
+        self._idle_since = max(self._idle_since, self.loop.time())
+        self._resume_reading_if_drained()
+
+    def _resume_reading_if_drained(self) -> None:
+        inbound = self._inbound
+        if self._reading_paused and inbound.buffered + inbound.pending < _INPUT_LOW_WATER:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     async def _wait_for_input(self) -> None:
+        for_command, self._wants_command = self._wants_command, False
         if self._inbound.closed:
             await self._flush_and_drain()
             return
@@ -242,29 +407,39 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._input_waiter = waiter
         try:
             await self._flush_and_drain()
-            inbound = self._inbound
-            if self._reading_paused and inbound.buffered + inbound.pending < _INPUT_LOW_WATER:
-                self._reading_paused = False
-                if self.transport is not None:
-                    self.transport.resume_reading()
+            self._resume_reading_if_drained()
             self._waiting_for_input = True
             self._idle_since = max(self._idle_since, self.loop.time())
+            if for_command:
+                # From here on the read callback may answer commands itself.
+                self._command_waiter = waiter
             await waiter
         finally:
-            self._waiting_for_input = False
-            self._input_waiter = None
+            if self._command_waiter is waiter:
+                self._command_waiter = None
+            # A command handed over by the read callback may wait already.
+            if self._input_waiter is waiter or self._input_waiter is None:
+                self._waiting_for_input = False
+                self._input_waiter = None
 
-    async def _next_line(self) -> bytes | LineTooLong | None:
-        """The next command line, :data:`LINE_TOO_LONG`, or None at end of input."""
+    async def _next_line(self, *, command: bool = False) -> bytes | LineTooLong | None:
+        """The next line, :data:`LINE_TOO_LONG`, or None at end of input.  For the
+        session loop (``command``), also None when a command started in the read
+        callback is to be taken over; only then may the callback answer commands."""
         inbound = self._inbound
-        while not self._closing:
+        while not self._closing and self._handover is None:
             line = inbound.next_line()
             if line is not None:
                 return line
             if inbound.closed:
                 return None
+            self._wants_command = command
             await self._wait_for_input()
         return None
+
+    def _take_handover(self) -> _Resume | None:
+        handover, self._handover = self._handover, None
+        return handover
 
     async def _read_message(
         self,
@@ -366,6 +541,9 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         try:
             await self._serve()
         finally:
+            command, self._inline = self._inline, None
+            if command is not None:  # the task was cancelled meanwhile
+                command.close()
             self._close_transport()
 
 

@@ -18,14 +18,14 @@ import socket
 import ssl
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeVar
 
 from smtpwire.common.lines import LineTooLong
 
 from ._auth import CramMD5Secret, check_mechanism_name, discover_auth_methods
-from ._connection import Connection
+from ._connection import NEEDS_TASK, Connection
 from ._content import ChunkLineEndings, MessageContent
 from ._discovery import SharedTables, has_dynamic_attributes, method_names
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
@@ -82,6 +82,15 @@ def syntax(
         return function
 
     return decorator
+
+
+def answers_inline(function: _Method) -> _Method:
+    """Mark an ``smtp_VERB`` method as the server's own, which may start in the
+    read callback (it awaits :data:`NEEDS_TASK` before any handler code); a
+    method without the mark, a subclass's override say, always runs in the
+    session task."""
+    function.__smtp_inline__ = True  # type: ignore[attr-defined]
+    return function
 
 
 def auth_mechanism(actual_name: str) -> Callable[[_Method], _Method]:
@@ -343,14 +352,15 @@ class SessionProtocol(Connection):
     def _describe_peer(self) -> PeerType:
         return self.session.peer
 
-    async def push(self, status: str | bytes) -> None:
-        await super().push(status)
+    def _queue_reply(self, status: str | bytes) -> bool:
+        write_now = super()._queue_reply(status)
         if self._error_limit is None or status[:1] not in _ERROR_CLASSES or self._closing:
-            return
+            return write_now
         self._errors += 1
         if self._errors >= self._error_limit:
             log.warning("%r error limit reached", self.session.peer)
             self._say_and_close("421 4.7.0 Error: too many errors, closing")
+        return write_now
 
     def _encode_reply(self, status: str) -> bytes:
         if self.extensions.enhanced_status_codes:
@@ -380,16 +390,30 @@ class SessionProtocol(Connection):
             lambda: self._call_limit_default, self._call_limit_base
         )
         self._bogus_budget = BOGUS_LIMIT
-        while not self._closing:
-            line = await self._next_line()
-            if line is None:
-                break
+        self._call_budget = call_limit
+        while True:
+            # A command the read callback started and handed over comes first,
+            # even when closing: it must see its message end or its connection go.
+            handover = self._take_handover()
+            if handover is None:
+                line = await self._next_line(command=True)
+                if line is None:
+                    if self._handover is not None:
+                        continue
+                    break
             try:
-                await self._dispatch(line, call_limit)
+                if handover is None:
+                    assert line is not None  # noqa: S101 - read above
+                    await self._dispatch(line, call_limit)
+                else:
+                    await handover
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # any hook failure becomes a reply
                 await self.push(await self._describe_exception(error))
+
+    def _command(self, line: bytes | LineTooLong) -> Coroutine[Any, Any, None]:
+        return self._dispatch(line, self._call_budget)
 
     async def _talked_first(self, delay: float) -> bool:
         if delay > 0 and not self._received_any:
@@ -520,6 +544,8 @@ class SessionProtocol(Connection):
                 return
             await self.push(f'500 Error: command "{command}" not recognized')
             return
+        if self._running_inline and not getattr(method, "__smtp_inline__", False):
+            await NEEDS_TASK  # a command of a subclass's, or one that needs the task
         await method(self, arg)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -554,6 +580,8 @@ class SessionProtocol(Connection):
         name = self._hooks.names.get(command)
         if name is None:
             return MISSING
+        if self._running_inline:
+            await NEEDS_TASK
         return await getattr(self.event_handler, name)(self, self.session, self.envelope, *args)
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ._protocol import answers_inline
 from .session import MISSING
 from .smtp import SMTP, syntax
 
@@ -21,12 +22,15 @@ log = logging.getLogger("mail.log")
 
 class LMTP(SMTP):
     @syntax("LHLO hostname")
+    @answers_inline
     async def smtp_LHLO(self, arg: str | None) -> None:
         await self._greet_extended(arg, "LHLO")
 
+    @answers_inline
     async def smtp_HELO(self, hostname: str | None) -> None:
         await self.push('500 Error: command "HELO" not recognized')
 
+    @answers_inline
     async def smtp_EHLO(self, hostname: str | None) -> None:
         await self.push('500 Error: command "EHLO" not recognized')
 

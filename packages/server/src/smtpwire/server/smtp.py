@@ -40,6 +40,7 @@ from ._auth import (
     challenge_client,
     run_auth,
 )
+from ._connection import NEEDS_TASK
 from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
 from ._inbound import ExactBytes
 from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
@@ -51,6 +52,7 @@ from ._protocol import (
     SessionProtocol,
     TLSSetupException,
     __ident__,
+    answers_inline,
     auth_mechanism,
     login_always_fail,
     printable,
@@ -106,6 +108,7 @@ class SMTP(SessionProtocol):
     # -- greeting commands ----------------------------------------------------------------
 
     @syntax("HELO hostname")
+    @answers_inline
     async def smtp_HELO(self, hostname: str | None) -> None:
         if not hostname:
             await self.push("501 Syntax: HELO hostname")
@@ -148,6 +151,8 @@ class SMTP(SessionProtocol):
         self.session.extended_smtp = True
         lines = self._ehlo_lines()
         if hasattr(self, "ehlo_hook"):
+            if self._running_inline:
+                await NEEDS_TASK
             warnings.warn(
                 "Use handler.handle_EHLO() instead of .ehlo_hook()",
                 DeprecationWarning,
@@ -168,17 +173,20 @@ class SMTP(SessionProtocol):
             await self.push(line)
 
     @syntax("EHLO hostname")
+    @answers_inline
     async def smtp_EHLO(self, hostname: str | None) -> None:
         await self._greet_extended(hostname, "EHLO")
 
     # -- simple commands ---------------------------------------------------------------------
 
     @syntax("NOOP [ignored]")
+    @answers_inline
     async def smtp_NOOP(self, arg: str | None) -> None:
         status = await self._call_handler_hook("NOOP", arg)
         await self.push("250 OK" if status is MISSING else status)
 
     @syntax("QUIT")
+    @answers_inline
     async def smtp_QUIT(self, arg: str | None) -> None:
         if arg:
             await self.push("501 Syntax: QUIT")
@@ -188,12 +196,15 @@ class SMTP(SessionProtocol):
         self._close_transport()
 
     @syntax("RSET")
+    @answers_inline
     async def smtp_RSET(self, arg: str | None) -> None:
         if arg:
             await self.push("501 Syntax: RSET")
             return
         self._set_rset_state()
         if hasattr(self, "rset_hook"):
+            if self._running_inline:
+                await NEEDS_TASK
             warnings.warn(
                 "Use handler.handle_RSET() instead of .rset_hook()",
                 DeprecationWarning,
@@ -204,6 +215,7 @@ class SMTP(SessionProtocol):
         await self.push("250 OK" if status is MISSING else status)
 
     @syntax("HELP [command]")
+    @answers_inline
     async def smtp_HELP(self, arg: str | None) -> None:
         if await self.check_auth_needed("HELP"):
             return
@@ -224,6 +236,7 @@ class SMTP(SessionProtocol):
         await self.push(f"{code} Supported commands: {' '.join(commands)}")
 
     @syntax("VRFY <address>")
+    @answers_inline
     async def smtp_VRFY(self, arg: str | None) -> None:
         if await self.check_auth_needed("VRFY"):
             return
@@ -241,6 +254,7 @@ class SMTP(SessionProtocol):
             else status
         )
 
+    @answers_inline
     async def smtp_EXPN(self, arg: str | None) -> None:
         await self.push("502 EXPN not implemented")
 
@@ -366,6 +380,7 @@ class SMTP(SessionProtocol):
         return parsed
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    @answers_inline
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
             return
@@ -449,6 +464,7 @@ class SMTP(SessionProtocol):
         return RecipientDSN(notify, orcpt)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    @answers_inline
     async def smtp_RCPT(self, arg: str | None) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
             return
@@ -480,6 +496,7 @@ class SMTP(SessionProtocol):
         await self.push(status)
 
     @syntax("DATA")
+    @answers_inline
     async def smtp_DATA(self, arg: str | None) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
@@ -500,6 +517,7 @@ class SMTP(SessionProtocol):
         await self._receive_data()
 
     @syntax("BDAT <size> [LAST]")
+    @answers_inline
     async def smtp_BDAT(self, arg: str | None) -> None:
         """CHUNKING (RFC 3030): the chunk's octets follow the command line exactly.
         They are always read, even when the chunk is refused, so that no byte of a
@@ -649,6 +667,8 @@ class SMTP(SessionProtocol):
         process_message = getattr(self.event_handler, "process_message", None)
         if process_message is None:
             return MISSING
+        if self._running_inline:
+            await NEEDS_TASK
         warnings.warn(
             "Use handler.handle_DATA() instead of .process_message()",
             DeprecationWarning,

@@ -1,0 +1,311 @@
+"""Commands answered in the read callback (``Connection._answer_inline``): the
+server's own commands run there without waking the session task; a handler's
+code, a subclass's command and every failure are handed over to the task, which
+goes on with the command where it stopped.  These tests pin both halves: what
+runs in the callback, and that nothing of the hand-over is lost or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from smtpwire.server.handlers import Sink
+from smtpwire.server.smtp import SMTP, Envelope, Session
+from support.server import WAIT, RawClient, ServerThread, read_until_eof, serving, text
+
+HOST = "inline.example"
+GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+MESSAGE = b"Subject: hi\r\n\r\nbody\r\n"
+
+
+def in_a_task() -> bool:
+    return asyncio.current_task() is not None
+
+
+class WhereCommandsRun(SMTP):
+    """Records, per verb, whether its dispatch started in a task or in the read callback."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=HOST, **kwargs)
+        self.started_in_task: list[tuple[str, bool]] = []
+
+    async def _dispatch(self, line: Any, call_limit: Any) -> None:
+        verb = bytes(line[:4]).decode("ascii", "replace").upper()
+        self.started_in_task.append((verb, in_a_task()))
+        await super()._dispatch(line, call_limit)
+
+
+class HooksThatNeedATask:
+    """Every hook checks that it runs in a task and uses asyncio.wait_for, which
+    needs one on Python 3.12 and later."""
+
+    def __init__(self) -> None:
+        self.ran_in_task: dict[str, bool] = {}
+        self.contents: list[bytes] = []
+
+    async def _check(self, name: str) -> None:
+        self.ran_in_task[name] = in_a_task()
+        await asyncio.wait_for(asyncio.sleep(0), WAIT)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, lines: list[str]
+    ) -> list[str]:
+        await self._check("EHLO")
+        session.host_name = hostname
+        return lines
+
+    async def handle_NOOP(
+        self, server: SMTP, session: Session, envelope: Envelope, arg: str
+    ) -> str:
+        await self._check("NOOP")
+        return "250 noop seen"
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        await self._check("MAIL")
+        envelope.mail_from = address
+        return "250 sender ok"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        await self._check("RCPT")
+        envelope.rcpt_tos.append(address)
+        return "250 recipient ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._check("DATA")
+        self.contents.append(envelope.original_content or b"")
+        return "250 kept"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._check("RSET")
+        return "250 reset"
+
+
+def transaction(client: RawClient) -> list[str]:
+    replies = [
+        text(client.command(line))
+        for line in ("MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA")
+    ]
+    client.send(MESSAGE + b".\r\n")
+    replies.append(text(client.reply()))
+    return replies
+
+
+def test_the_servers_own_commands_run_in_the_read_callback() -> None:
+    protocols: list[WhereCommandsRun] = []
+
+    def factory() -> WhereCommandsRun:
+        protocols.append(WhereCommandsRun(Sink()))
+        return protocols[-1]
+
+    with serving(factory) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert client.command("EHLO c.example").code == 250
+        assert transaction(client) == ["250 OK", "250 OK", GO_AHEAD, "250 OK"]
+        assert text(client.command("NOOP")) == "250 OK"
+        assert text(client.command("RSET")) == "250 OK"
+        assert text(client.command("QUIT")) == "221 Bye"
+        assert read_until_eof(client.sock) == b""
+        started = server.call(lambda: list(protocols[0].started_in_task))
+    assert started == [
+        (verb, False) for verb in ("EHLO", "MAIL", "RCPT", "DATA", "NOOP", "RSET", "QUIT")
+    ]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_handler_hooks_always_run_in_the_session_task(pipelined: bool) -> None:
+    handler = HooksThatNeedATask()
+    with serving(lambda: WhereCommandsRun(handler)) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        if pipelined:
+            client.send(
+                b"EHLO c.example\r\nNOOP\r\nMAIL FROM:<a@example.com>\r\n"
+                b"RCPT TO:<b@example.com>\r\nDATA\r\n" + MESSAGE + b".\r\nRSET\r\nQUIT\r\n"
+            )
+            ehlo, *rest = client.replies(8)
+            assert ehlo.code == 250
+            assert [text(reply) for reply in rest] == [
+                "250 noop seen", "250 sender ok", "250 recipient ok", GO_AHEAD,
+                "250 kept", "250 reset", "221 Bye",
+            ]  # fmt: skip
+        else:
+            assert client.command("EHLO c.example").code == 250
+            assert text(client.command("NOOP")) == "250 noop seen"
+            assert transaction(client) == [
+                "250 sender ok",
+                "250 recipient ok",
+                GO_AHEAD,
+                "250 kept",
+            ]
+            assert text(client.command("RSET")) == "250 reset"
+            assert text(client.command("QUIT")) == "221 Bye"
+        assert read_until_eof(client.sock) == b""
+    assert handler.ran_in_task == dict.fromkeys(
+        ("EHLO", "NOOP", "MAIL", "RCPT", "DATA", "RSET"), True
+    )
+    assert handler.contents == [MESSAGE]
+
+
+class WithOwnCommands(WhereCommandsRun):
+    """A subclass's commands (new, or overriding the server's) run in the task."""
+
+    def __init__(self, handler: Any) -> None:
+        super().__init__(handler)
+        self.ran_in_task: dict[str, bool] = {}
+
+    async def smtp_XPING(self, arg: str | None) -> None:
+        self.ran_in_task["XPING"] = in_a_task()
+        await asyncio.wait_for(asyncio.sleep(0), WAIT)
+        await self.push("250 pong")
+
+    async def smtp_NOOP(self, arg: str | None) -> None:
+        self.ran_in_task["NOOP"] = in_a_task()
+        await super().smtp_NOOP(arg)
+
+
+def test_a_subclass_command_runs_in_the_session_task() -> None:
+    protocols: list[WithOwnCommands] = []
+
+    def factory() -> WithOwnCommands:
+        protocols.append(WithOwnCommands(Sink()))
+        return protocols[-1]
+
+    with serving(factory) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        client.send(b"XPING\r\nNOOP\r\nRSET\r\n")
+        assert [text(reply) for reply in client.replies(3)] == ["250 pong", "250 OK", "250 OK"]
+        ran = server.call(lambda: dict(protocols[0].ran_in_task))
+    assert ran == {"XPING": True, "NOOP": True}
+
+
+class FailsInMail(SMTP):
+    def _path_syntax_error(self, verb: str) -> str:
+        raise RuntimeError("broken on purpose")
+
+
+class ExceptionHook:
+    def __init__(self) -> None:
+        self.ran_in_task: list[bool] = []
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.ran_in_task.append(in_a_task())
+        return f"451 4.3.0 handled {error}"
+
+
+@pytest.mark.parametrize("with_hook", [False, True])
+def test_a_failure_in_a_command_started_in_the_callback_becomes_a_reply(with_hook: bool) -> None:
+    handler: Any = ExceptionHook() if with_hook else Sink()
+    with (
+        serving(lambda: FailsInMail(handler, hostname=HOST)) as server,
+        RawClient(server.port) as client,
+    ):
+        assert text(client.reply()).startswith("220 ")
+        assert text(client.command("HELO c.example")) == f"250 {HOST}"
+        # Pipelined: the commands after the failing one are still answered, in order.
+        client.send(b"MAIL FROM:<a@example.com>\r\nNOOP\r\nQUIT\r\n")
+        replies = [text(reply) for reply in client.replies(3)]
+    expected = (
+        "451 4.3.0 handled broken on purpose"
+        if with_hook
+        else "500 Error: (RuntimeError) broken on purpose"
+    )
+    assert replies == [expected, "250 OK", "221 Bye"]
+    if with_hook:
+        assert handler.ran_in_task == [True]
+
+
+class Watched(SMTP):
+    """Keeps the handler's deliveries; a message is never delivered half."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=HOST, **kwargs)
+
+
+class Keeper:
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.contents.append(envelope.original_content or b"")
+        return "250 kept"
+
+
+def start_message(server: ServerThread) -> RawClient:
+    client = RawClient(server.port)
+    assert text(client.reply()).startswith("220 ")
+    assert text(client.command("HELO c.example")) == f"250 {HOST}"
+    assert text(client.command("MAIL FROM:<a@example.com>")) == "250 OK"
+    assert text(client.command("RCPT TO:<b@example.com>")) == "250 OK"
+    assert text(client.command("DATA")) == GO_AHEAD
+    client.send(b"Subject: half\r\n\r\nonly the first lines")
+    return client
+
+
+def sessions_ended(server: ServerThread) -> list[str]:
+    async def outcome() -> list[str]:
+        tasks = [p._handler_coroutine for p in server.protocols]
+        _, pending = await asyncio.wait(tasks, timeout=WAIT)
+        assert not pending, "a session task is still running"
+        assert all(p._inline is None for p in server.protocols)
+        return [repr(t.exception()) for t in tasks if not t.cancelled() and t.exception()]
+
+    result: list[str] = asyncio.run_coroutine_threadsafe(outcome(), server.loop).result(WAIT + 1)
+    return result
+
+
+def test_end_of_input_in_a_message_read_by_the_callback_delivers_nothing() -> None:
+    handler = Keeper()
+    with serving(lambda: Watched(handler)) as server:
+        client = start_message(server)
+        client.sock.shutdown(socket.SHUT_WR)
+        assert read_until_eof(client.sock) == b""
+        client.close()
+        assert sessions_ended(server) == []
+    assert handler.contents == []
+
+
+def test_idle_timeout_in_a_message_read_by_the_callback() -> None:
+    handler = Keeper()
+    with serving(lambda: Watched(handler, timeout=0.3)) as server:
+        client = start_message(server)
+        # Nothing more is sent: the idle timer, not input, ends the message.
+        assert (
+            read_until_eof(client.sock) == f"421 4.4.2 {HOST} Error: timeout exceeded\r\n".encode()
+        )
+        client.close()
+        assert sessions_ended(server) == []
+    assert handler.contents == []
+
+
+def test_stopping_the_server_in_a_message_read_by_the_callback_closes_it() -> None:
+    handler = Keeper()
+    server = ServerThread(lambda: Watched(handler))
+    server.start()
+    try:
+        client = start_message(server)
+        assert server.call(lambda: server.protocols[0]._inline is not None)
+    finally:
+        server.stop()  # aborts the connection and cancels the session task
+    client.close()
+    protocol = server.protocols[0]
+    assert protocol._inline is None
+    assert protocol._handler_coroutine.done()
+    assert handler.contents == []
+
+
+def test_a_message_read_by_the_callback_then_a_hook_in_the_task() -> None:
+    handler = Keeper()
+    with serving(lambda: Watched(handler)) as server:
+        client = start_message(server)
+        client.send(b"\r\nthe rest\r\n.\r\nNOOP\r\n")
+        assert [text(reply) for reply in client.replies(2)] == ["250 kept", "250 OK"]
+        assert text(client.command("QUIT")) == "221 Bye"
+        client.close()
+        assert sessions_ended(server) == []
+    assert handler.contents == [b"Subject: half\r\n\r\nonly the first lines\r\nthe rest\r\n"]
