@@ -358,10 +358,10 @@ class SMTP(SessionProtocol):
         text = f"501 Syntax: {verb} <address>"
         return text + " [SP <mail-parameters>]" if self.session.extended_smtp else text
 
-    async def _parse_path_or_reply(
+    def _parse_path_or_refuse(
         self, arg: str | None, keyword: str, syntax_error: str
-    ) -> ParsedPath | None:
-        """The address and parameters, or None after an error reply."""
+    ) -> ParsedPath | str:
+        """The address and parameters, or the error reply."""
         try:
             parsed = parse_path(
                 arg,
@@ -371,12 +371,9 @@ class SMTP(SessionProtocol):
                 allow_null=keyword == "FROM:",
             )
         except PathError as error:
-            malformed = "553 5.1.3 Error: malformed address"
-            await self.push(malformed if error.malformed else syntax_error)
-            return None
+            return "553 5.1.3 Error: malformed address" if error.malformed else syntax_error
         if parsed.options and not self.session.extended_smtp:
-            await self.push(syntax_error)
-            return None
+            return syntax_error
         return parsed
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
@@ -385,8 +382,9 @@ class SMTP(SessionProtocol):
         if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
             return
         syntax_error = self._path_syntax_error("MAIL FROM:")
-        parsed = await self._parse_path_or_reply(arg, "FROM:", syntax_error)
-        if parsed is None:
+        parsed = self._parse_path_or_refuse(arg, "FROM:", syntax_error)
+        if isinstance(parsed, str):
+            await self.push(parsed)
             return
         address, mail_options, raw = parsed
         if self.envelope.mail_from:
@@ -401,7 +399,11 @@ class SMTP(SessionProtocol):
         self.envelope.smtp_utf8 = "SMTPUTF8" in mail_options
         body = raw.get("BODY")
         self.envelope.body_type = None if body is None else body.upper()
-        status = await self._call_handler_hook("MAIL", address, mail_options)
+        status = (
+            await self._call_handler_hook("MAIL", address, mail_options)
+            if "MAIL" in self._hooks.names
+            else MISSING
+        )
         if status is MISSING:
             self.envelope.mail_from = address
             self.envelope.mail_options.extend(mail_options)
@@ -472,8 +474,9 @@ class SMTP(SessionProtocol):
             await self.push("503 Error: need MAIL command")
             return
         syntax_error = self._path_syntax_error("RCPT TO:")
-        parsed = await self._parse_path_or_reply(arg, "TO:", syntax_error)
-        if parsed is None:
+        parsed = self._parse_path_or_refuse(arg, "TO:", syntax_error)
+        if isinstance(parsed, str):
+            await self.push(parsed)
             return
         address, rcpt_options, raw = parsed
         dsn = self._rcpt_dsn(raw)
@@ -485,7 +488,11 @@ class SMTP(SessionProtocol):
             # sends the rest in another transaction.
             await self.push("452 4.5.3 Error: too many recipients")
             return
-        status = await self._call_handler_hook("RCPT", address, rcpt_options)
+        status = (
+            await self._call_handler_hook("RCPT", address, rcpt_options)
+            if "RCPT" in self._hooks.names
+            else MISSING
+        )
         if status is MISSING:
             self.envelope.rcpt_tos.append(address)
             self.envelope.rcpt_options.extend(rcpt_options)
