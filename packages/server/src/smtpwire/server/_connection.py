@@ -189,30 +189,35 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._received_any = True
         inbound = self._inbound
-        was_reading = inbound.reading_message
-        if was_reading:
-            self._message_octets += len(data)
-        inbound.feed(data)
-        if b"\n" in data or was_reading:
-            # Any octet of a message is progress (a binary BDAT chunk may hold no
-            # LF); a message sent too slowly is min_data_rate's business.
-            self._idle_since = self.loop.time()
-        if inbound.reading_message:
-            # The decoder consumes it all; the task is woken at the end, or when
+        if not inbound.reading_message:
+            # Command lines (the usual case).
+            inbound.feed(data)
+            newline = b"\n" in data
+            if newline:
+                self._idle_since = self.loop.time()
+            if newline or inbound.buffered > inbound.max_line_length:
+                self._input_arrived()
+            if inbound.buffered > _INPUT_HIGH_WATER:
+                self._pause_reading()
+            return
+        # Any octet of a message is progress (a binary BDAT chunk may hold no LF);
+        # a message sent too slowly is min_data_rate's business.
+        self._message_octets += len(data)
+        still_reading = inbound.feed(data)
+        self._idle_since = self.loop.time()
+        if still_reading:
+            # The decoder consumes it all; the reader is woken at the end, or when
             # enough content is pending, and reading pauses if it falls behind.
             if inbound.worth_taking:
                 if inbound.pending >= 2 * inbound.wake_at:
                     self._pause_reading()
                 self._input_arrived()
             return
-        if was_reading:
-            # The message ended in this data: its last octets need not hold an LF
-            # (a BDAT chunk, a PROXY v2 header).
-            self._input_arrived()
+        # The message ended in this data: its last octets need not hold an LF (a
+        # BDAT chunk, a PROXY v2 header); what follows it are command lines.
+        self._input_arrived()
         if inbound.buffered > _INPUT_HIGH_WATER:
             self._pause_reading()
-        if b"\n" in data or inbound.buffered > inbound.max_line_length:
-            self._input_arrived()
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._reading_paused:
@@ -385,9 +390,9 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
             waiter.set_result(None)
             return
         self._input_waiter = waiter  # the task waits for a command again
-        self._waiting_for_input = True
-        self._idle_since = max(self._idle_since, self.loop.time())
-        self._resume_reading_if_drained()
+        self._waiting_for_input = True  # (idle since this input: data_received)
+        if self._reading_paused:
+            self._resume_reading_if_drained()
 
     def _resume_reading_if_drained(self) -> None:
         inbound = self._inbound

@@ -90,11 +90,12 @@ class Inbound:
     def reading_message(self) -> bool:
         return self._decoder is not None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bool:
+        """Take received bytes; whether a message is (still) being read after them."""
         decoder = self._decoder
         if decoder is None:
             self._lines.feed(data)
-            return
+            return False
         content = decoder.feed(data)
         if decoder.violation is not None:
             # The message is refused: keep nothing of it, only look for its end.
@@ -103,10 +104,12 @@ class Inbound:
         elif content:
             self._chunks.append(content)
             self.pending += len(content)
-        if decoder.done:
-            self._decoder = None
-            if decoder.remainder:
-                self._lines.feed(decoder.remainder)
+        if not decoder.done:
+            return True
+        self._decoder = None
+        if decoder.remainder:
+            self._lines.feed(decoder.remainder)
+        return False
 
     def next_line(self) -> bytes | LineTooLong | None:
         return self._lines.next_line()

@@ -484,7 +484,7 @@ class SessionProtocol(Connection):
             await self.push("500 Error: bad syntax")
             return
         verb, _, arg_bytes = line.partition(b" ")
-        if not verb.isascii() or _CONTROL.search(verb):
+        if not verb.isalpha() and (not verb.isascii() or _CONTROL.search(verb)):
             # Never echo a control character back in "command not recognized".
             await self.push("500 Error: bad syntax")
             return
