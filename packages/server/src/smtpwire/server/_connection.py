@@ -411,7 +411,10 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         waiter = self.loop.create_future()
         self._input_waiter = waiter
         try:
-            await self._flush_and_drain()
+            if self._writing_paused:
+                await self._flush_and_drain()
+            else:
+                self._flush()
             self._resume_reading_if_drained()
             self._waiting_for_input = True
             self._idle_since = max(self._idle_since, self.loop.time())

@@ -584,6 +584,17 @@ class SessionProtocol(Connection):
             await NEEDS_TASK
         return await getattr(self.event_handler, name)(self, self.session, self.envelope, *args)
 
+    def _may_refuse_transaction(self) -> bool:
+        """Whether check_helo_needed or check_auth_needed could refuse a command of
+        the transaction now; False spares MAIL, RCPT and DATA awaiting both."""
+        session = self.session
+        return (
+            not session.host_name
+            or (self._auth_required and not session.authenticated)
+            or type(self).check_helo_needed is not SessionProtocol.check_helo_needed
+            or type(self).check_auth_needed is not SessionProtocol.check_auth_needed
+        )
+
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         if not self.session.host_name:
             await self.push(f"503 Error: send {helo} first")

@@ -379,7 +379,9 @@ class SMTP(SessionProtocol):
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     @answers_inline
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+        if self._may_refuse_transaction() and (
+            await self.check_helo_needed() or await self.check_auth_needed("MAIL")
+        ):
             return
         syntax_error = self._path_syntax_error("MAIL FROM:")
         parsed = self._parse_path_or_refuse(arg, "FROM:", syntax_error)
@@ -468,7 +470,9 @@ class SMTP(SessionProtocol):
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     @answers_inline
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+        if self._may_refuse_transaction() and (
+            await self.check_helo_needed() or await self.check_auth_needed("RCPT")
+        ):
             return
         if not self.envelope.mail_from:
             await self.push("503 Error: need MAIL command")
@@ -505,7 +509,9 @@ class SMTP(SessionProtocol):
     @syntax("DATA")
     @answers_inline
     async def smtp_DATA(self, arg: str | None) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+        if self._may_refuse_transaction() and (
+            await self.check_helo_needed() or await self.check_auth_needed("DATA")
+        ):
             return
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
@@ -634,25 +640,28 @@ class SMTP(SessionProtocol):
     async def _complete_message(self, content: MessageContent) -> None:
         if isinstance(content, Streamed):
             await self._deliver(content.finish)
-        elif await self._store_content(content.value()):
+            return
+        refusal = self._store_content(content.value())
+        if refusal is not None:
+            self._set_post_data_state()
+            await self.push(refusal)
+        else:
             await self._deliver(self._call_data_hook)
 
-    async def _store_content(self, original_content: bytes) -> bool:
+    def _store_content(self, original_content: bytes) -> str | None:
         """Put a received message on the envelope, decoded if the server decodes;
-        False (after the error reply) if it cannot be."""
+        the error reply if it cannot be."""
         content: bytes | str = original_content
         if self._decode_data:
             if self.enable_SMTPUTF8:
                 content = original_content.decode("utf-8", "surrogateescape")
             elif not original_content.isascii():
-                self._set_post_data_state()
-                await self.push("500 Error: strict ASCII mode")
-                return False
+                return "500 Error: strict ASCII mode"
             else:
                 content = original_content.decode("ascii")
         self.envelope.content = content
         self.envelope.original_content = original_content
-        return True
+        return None
 
     async def _deliver(self, handler_verdict: Callable[[], Awaitable[Any]]) -> None:
         """Hand the received message to the handler and reply."""
