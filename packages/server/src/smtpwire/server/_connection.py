@@ -7,6 +7,13 @@ reads with :meth:`_next_line` / :meth:`_read_message` and answers with
 :meth:`push`.  Replies are queued and written together when the session is about
 to wait for input, so the replies to pipelined commands leave in one write
 (RFC 2920 section 3.2) and a lock-step client still gets each reply at once.
+
+While the session task is idle waiting for a command, the read callback answers
+what arrives itself (:meth:`Connection._answer_inline`): the subclass's
+:meth:`_command` coroutine is run there until it is done or waits for more input,
+so a command costs no task wake-up.  Code that is not the server's own (a
+handler's hook) awaits :data:`NEEDS_TASK` first, and the command is handed over
+to the session task, which goes on with it; handlers always run in a task.
 """
 
 from __future__ import annotations
