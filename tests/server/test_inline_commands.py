@@ -98,13 +98,7 @@ def transaction(client: RawClient) -> list[str]:
 
 
 def test_the_servers_own_commands_run_in_the_read_callback() -> None:
-    protocols: list[WhereCommandsRun] = []
-
-    def factory() -> WhereCommandsRun:
-        protocols.append(WhereCommandsRun(Sink()))
-        return protocols[-1]
-
-    with serving(factory) as server, RawClient(server.port) as client:
+    with serving(lambda: WhereCommandsRun(Sink())) as server, RawClient(server.port) as client:
         assert text(client.reply()).startswith("220 ")
         assert client.command("EHLO c.example").code == 250
         assert transaction(client) == ["250 OK", "250 OK", GO_AHEAD, "250 OK"]
@@ -112,7 +106,7 @@ def test_the_servers_own_commands_run_in_the_read_callback() -> None:
         assert text(client.command("RSET")) == "250 OK"
         assert text(client.command("QUIT")) == "221 Bye"
         assert read_until_eof(client.sock) == b""
-        started = server.call(lambda: list(protocols[0].started_in_task))
+        started = server.call(lambda: list(server.protocols[0].started_in_task))
     assert started == [
         (verb, False) for verb in ("EHLO", "MAIL", "RCPT", "DATA", "NOOP", "RSET", "QUIT")
     ]
@@ -170,17 +164,11 @@ class WithOwnCommands(WhereCommandsRun):
 
 
 def test_a_subclass_command_runs_in_the_session_task() -> None:
-    protocols: list[WithOwnCommands] = []
-
-    def factory() -> WithOwnCommands:
-        protocols.append(WithOwnCommands(Sink()))
-        return protocols[-1]
-
-    with serving(factory) as server, RawClient(server.port) as client:
+    with serving(lambda: WithOwnCommands(Sink())) as server, RawClient(server.port) as client:
         assert text(client.reply()).startswith("220 ")
         client.send(b"XPING\r\nNOOP\r\nRSET\r\n")
         assert [text(reply) for reply in client.replies(3)] == ["250 pong", "250 OK", "250 OK"]
-        ran = server.call(lambda: dict(protocols[0].ran_in_task))
+        ran = server.call(lambda: dict(server.protocols[0].ran_in_task))
     assert ran == {"XPING": True, "NOOP": True}
 
 
