@@ -415,6 +415,8 @@ class SMTP(SessionProtocol):
 
     def _check_mail_options(self, mail_options: list[str], syntax_error: str) -> str | None:
         """The error reply for MAIL parameters this server does not take, if any."""
+        if not mail_options:
+            return None  # BODY defaults to 7BIT, which every server takes
         params: dict[str, str | None] = {}
         for option in mail_options:
             keyword, equals, value = option.partition("=")
@@ -455,11 +457,11 @@ class SMTP(SessionProtocol):
     def _rcpt_dsn(self, raw: dict[str, str | None]) -> RecipientDSN | str | None:
         """RCPT's parameters: NOTIFY and ORCPT with DSN on, nothing else; the DSN
         request, an error reply, or None when there are no parameters."""
+        if not raw:
+            return None
         unknown = set(raw) - ({"NOTIFY", "ORCPT"} if self.extensions.dsn else set())
         if unknown:
             return "555 RCPT TO parameters not recognized or not implemented"
-        if not raw:
-            return None
         try:
             notify = None if "NOTIFY" not in raw else parse_notify(raw["NOTIFY"])
             orcpt = None if "ORCPT" not in raw else parse_orcpt(raw["ORCPT"])
