@@ -166,9 +166,7 @@ def test_five_megabyte_line_streams_in_bounded_memory(server: ServerThread) -> N
 
     def inbound_state() -> tuple[int, bool]:
         protocol = server.protocols[0]
-        waiter = protocol._input_waiter
-        parked = waiter is not None and not waiter.done()
-        return protocol._inbound.buffered, parked
+        return protocol._inbound.buffered, protocol._waiting_for_client
 
     with connect(server) as client:
         client.send(b"NOOP ")

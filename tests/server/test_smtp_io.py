@@ -501,33 +501,21 @@ def test_flood_without_reading_pauses_reading_and_completes(server: ServerThread
 
 class DrainWatcher(InstrumentedSMTP):
     """Signals when the session, out of input, is about to wait for more: either at
-    once (``settled``: from the task, or after the read callback answered all) or
-    after its replies drain (``parked_on_drain`` as well)."""
+    once (``settled``: its runner answered all and ends) or after its replies drain
+    (``parked_on_drain`` as well)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.settled = threading.Event()
         self.parked_on_drain = threading.Event()
-        self._about_to_wait = False
         super().connection_made(transport)
 
-    async def _wait_for_input(self) -> None:
-        self._about_to_wait = True
-        try:
-            await super()._wait_for_input()
-        finally:
-            self._about_to_wait = False
-
-    def _answer_inline(self) -> None:
-        super()._answer_inline()
-        waiter = self._command_waiter
-        if waiter is not None and waiter is self._input_waiter and not waiter.done():
-            self.settled.set()  # all answered in the read callback; still waiting
+    async def _answer_commands(self) -> None:
+        await super()._answer_commands()
+        self.settled.set()  # all answered; the next input starts another runner
 
     async def _flush_and_drain(self) -> None:
-        self._flush()
-        if self._about_to_wait:
-            if self._writing_paused:
-                self.parked_on_drain.set()
+        if self._writing_paused:
+            self.parked_on_drain.set()
             self.settled.set()
         await super()._flush_and_drain()
 

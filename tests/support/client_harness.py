@@ -78,15 +78,17 @@ class NoEhloServer(ServerSMTP):
 class RefusingGreetingServer(ServerSMTP):
     """Says 554 instead of 220 and hangs up."""
 
-    async def _serve(self) -> None:
+    async def _open_session(self) -> bool:
         await self.push("554 5.3.2 No service today")
+        return False
 
 
 class SilentServer(ServerSMTP):
     """Accepts the connection and never greets."""
 
-    async def _serve(self) -> None:
+    async def _open_session(self) -> bool:
         await asyncio.Event().wait()
+        return False
 
 
 class StuckNoopServer(ServerSMTP):

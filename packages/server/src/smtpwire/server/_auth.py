@@ -127,32 +127,32 @@ async def run_auth(server: SMTP, arg: str | None) -> None:
         return
     session = server.session
     if not session.extended_smtp:
-        await server.push("500 Error: command 'AUTH' not recognized")
+        await server._reply("500 Error: command 'AUTH' not recognized")
         return
     if server._auth_require_tls and not server._tls_protocol:
-        await server.push("538 5.7.11 Encryption required for requested authentication mechanism")
+        await server._reply("538 5.7.11 Encryption required for requested authentication mechanism")
         return
     if session.authenticated:
-        await server.push("503 Already authenticated")
+        await server._reply("503 Already authenticated")
         return
     if not arg:
-        await server.push("501 Not enough value")
+        await server._reply("501 Not enough value")
         return
     args = arg.split()
     if len(args) > 2:
-        await server.push("501 Too many values")
+        await server._reply("501 Too many values")
         return
     args[0] = args[0].upper()
     auth_method = server._auth_methods.get(args[0])
     if auth_method is None:
-        await server.push("504 5.5.4 Unrecognized authentication type")
+        await server._reply("504 5.5.4 Unrecognized authentication type")
         return
     status = await server._call_handler_hook("AUTH", args)
     if status is MISSING:
         result = await auth_method.call(server, args)
         status = _status_of(server, result)
     if status is not None:
-        await server.push(status)
+        await server._reply(status)
 
 
 def _status_of(server: SMTP, result: Any) -> str | None:
@@ -183,24 +183,24 @@ async def challenge_client(
     raw = challenge.encode() if isinstance(challenge, str) else challenge
     # An empty challenge is "334 " with nothing after it, as aiosmtpd sends for PLAIN.
     line = b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw)
-    await server.push(line)
+    await server._reply(line)
     answer = await server._next_line()
     if answer is None:
         return MISSING
     if isinstance(answer, LineTooLong):
-        await server.push("500 5.5.6 Authentication Exchange line is too long")
+        await server._reply("500 5.5.6 Authentication Exchange line is too long")
         return MISSING
     if log_client_response:
         log.debug("%r >> %r", server._describe_peer(), answer)
     blob = answer.strip()
     if blob == b"*":
         log.warning("%r aborted AUTH with '*'", server._describe_peer())
-        await server.push("501 5.7.0 Auth aborted")
+        await server._reply("501 5.7.0 Auth aborted")
         return MISSING
     try:
         return b64decode(blob)
     except SASLDecodeError:
-        await server.push("501 5.5.2 Can't decode base64")
+        await server._reply("501 5.5.2 Can't decode base64")
         return MISSING
 
 
@@ -228,7 +228,7 @@ async def first_response(server: SMTP, args: list[str], challenge: str) -> bytes
     try:
         return b64decode(args[1])
     except SASLDecodeError:
-        await server.push("501 5.5.2 Can't decode base64")
+        await server._reply("501 5.5.2 Can't decode base64")
         return None
 
 
@@ -238,7 +238,7 @@ async def auth_plain(server: SMTP, args: list[str]) -> AuthResult:
         return AuthResult(success=False, handled=True)
     parts = answer.split(b"\x00")
     if len(parts) != 3:
-        await server.push("501 5.5.2 Can't split auth value")
+        await server._reply("501 5.5.2 Can't split auth value")
         return AuthResult(success=False, handled=True)
     return await server._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
 
@@ -258,7 +258,7 @@ async def auth_cram_md5(server: SMTP, args: list[str]) -> AuthResult:
     lookup: a fresh CSPRNG challenge, the digest checked in constant time.  The
     authenticator is not consulted (it never sees a password here)."""
     if len(args) > 1:
-        await server.push("501 5.5.2 CRAM-MD5 takes no initial response")
+        await server._reply("501 5.5.2 CRAM-MD5 takes no initial response")
         return AuthResult(success=False, handled=True)
     challenge = cram_md5_challenge(server.hostname)
     answer = await server.challenge_auth(challenge)
@@ -267,7 +267,7 @@ async def auth_cram_md5(server: SMTP, args: list[str]) -> AuthResult:
     try:
         username, digest = decode_cram_md5(b64encode(bytes(answer)))
     except SASLDecodeError:
-        await server.push("501 5.5.2 Can't split auth value")
+        await server._reply("501 5.5.2 Can't split auth value")
         return AuthResult(success=False, handled=True)
     lookup = server._cram_md5_secret
     secret = None if lookup is None else lookup(username)

@@ -1,26 +1,31 @@
 """The byte-moving half of the server protocol: input buffering, batched replies,
 flow control in both directions, the idle timer and an orderly close.
 
-:class:`Connection` knows nothing of SMTP commands.  The subclass implements
-:meth:`Connection._serve`, a coroutine run as one task per connection, which
-reads with :meth:`_next_line` / :meth:`_read_message` and answers with
-:meth:`push`.  Replies are queued and written together when the session is about
-to wait for input, so the replies to pipelined commands leave in one write
-(RFC 2920 section 3.2) and a lock-step client still gets each reply at once.
+:class:`Connection` knows nothing of SMTP commands.  The session's own code runs
+in an :class:`asyncio.Task` that exists while there is work (the *runner*,
+:attr:`Connection._handler_coroutine`): the first one greets the client, and
+each later one is started by the read callback when a command line arrives while
+none is running.  A runner answers every complete line there is, then ends; when
+a command needs more input (a message after ``DATA``, an AUTH response) it waits
+for it inside the same task.  On Python 3.12 and later a runner starts eagerly
+(:func:`asyncio.eager_task_factory`): a command that needs no wait is answered
+inside the read callback, yet in a real task, so hooks and overrides always see
+``asyncio.current_task()``, ``asyncio.timeout()`` and the session's contextvars,
+which are carried from one runner to the next.
 
-While the session task is idle waiting for a command, the read callback answers
-what arrives itself (:meth:`Connection._answer_inline`): the subclass's
-:meth:`_command` coroutine is run there until it is done or waits for more input,
-so a command costs no task wake-up.  Code that is not the server's own (a
-handler's hook) awaits :data:`NEEDS_TASK` first, and the command is handed over
-to the session task, which goes on with it; handlers always run in a task.
+Replies the server generates are queued and written together when the runner
+waits for input or ends, so the replies to pipelined commands leave in one write
+(RFC 2920 section 3.2) and a lock-step client still gets each reply at once;
+:meth:`Connection.push`, the public method, writes (and drains) before it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from smtpwire.common.buffers import receive_buffer
@@ -30,7 +35,7 @@ from smtpwire.common.lines import LineTooLong
 from ._inbound import ExactBytes, Inbound
 from .proxy_protocol import HeaderCollector
 
-__all__ = ["NEEDS_TASK", "Connection"]
+__all__ = ["Connection"]
 
 log = logging.getLogger("mail.log")
 
@@ -43,59 +48,8 @@ _OUTBOX_FLUSH_AT = 64 * 1024
 # How often the data rate of a message being received is checked (seconds).
 _RATE_WINDOW = 10.0
 
-
-class _NeedsTask:
-    """Awaited by session code about to run code that is not the server's own
-    (a handler's hook): when the read callback is running the command, it hands
-    the command over to the session task there, so that such code always runs in
-    a task (``asyncio.current_task()``, ``asyncio.timeout()``, contextvars)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield self  # seen only by Connection._answer_inline
-
-
-NEEDS_TASK = _NeedsTask()
-
-
-class _Resume:
-    """The session task's side of a hand-over: it goes on with a command that the
-    read callback started, from where it stopped (or raises what it raised)."""
-
-    __slots__ = ("_command", "_error", "_waiting_on")
-
-    def __init__(
-        self,
-        command: Coroutine[Any, Any, None] | None,
-        waiting_on: Any = None,
-        error: Exception | None = None,
-    ) -> None:
-        self._command = command
-        self._waiting_on = waiting_on
-        self._error = error
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        if self._error is not None:
-            raise self._error
-        command, waiting_on = self._command, self._waiting_on
-        assert command is not None  # noqa: S101 - one of the two is set
-        while True:
-            try:
-                if waiting_on is NEEDS_TASK:
-                    waiting_on = command.send(None)
-                    continue
-                try:
-                    sent = yield waiting_on
-                except GeneratorExit:
-                    command.close()
-                    raise
-                except BaseException as error:  # cancellation, passed on
-                    waiting_on = command.throw(error)
-                else:
-                    waiting_on = command.send(sent)
-            except StopIteration:
-                return
+_Coroutine = Coroutine[Any, Any, None]
+_eager_task_factory = getattr(asyncio, "eager_task_factory", None)  # Python 3.12+
 
 
 class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
@@ -118,7 +72,9 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._min_data_rate = min_data_rate
         self._message_octets = 0  # received while reading the current message
         self._guards: list[asyncio.TimerHandle] = []
-        self._handler_coroutine = None
+        self._handler_coroutine = None  # the runner: the task running session code now
+        self._starting = False  # a runner's eager first step is running
+        self._context: contextvars.Context | None = None  # carried from runner to runner
         self._inbound = Inbound(max_line_length)
         self._outbox: list[bytes] = []
         self._outbox_size = 0
@@ -129,22 +85,25 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._timeout_duration = timeout
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
-        self._waiting_for_input = False
+        self._draining = False  # the runner waits for the client to read its replies
         self._closing = False
-        self._over_tls = False
+        self._close_called = False
         self._received_any = False  # for the early-talker check
-        # Commands answered in the read callback (see _answer_inline): the session
-        # task's wait for a command line, the command the callback is running or
-        # that waits there for more input, and what the task must take over.
-        self._command_waiter: asyncio.Future[None] | None = None
-        self._inline: Coroutine[Any, Any, None] | None = None
-        self._running_inline = False
-        self._handover: _Resume | None = None
-        self._wants_command = False  # the next wait for input is the session loop's
+        # Implicit TLS: what arrives before the handshake takes the transport over.
+        self._before_tls: list[bytes] | None = None
 
     # -- what the subclass provides -------------------------------------------
 
-    async def _serve(self) -> None:
+    async def _open_session(self) -> bool:
+        """Before the first command (handshake, greeting); False ends the session."""
+        raise NotImplementedError
+
+    async def _command(self, line: bytes | LineTooLong) -> None:
+        """Answer one command line."""
+        raise NotImplementedError
+
+    async def _command_failed(self, error: Exception) -> None:
+        """Reply to a command that raised ``error``."""
         raise NotImplementedError
 
     def _encode_reply(self, status: str) -> bytes:
@@ -153,12 +112,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     def _describe_peer(self) -> Any:
         raise NotImplementedError
 
-    def _command(self, line: bytes | LineTooLong) -> Coroutine[Any, Any, None]:
-        """The coroutine that answers one command line."""
-        raise NotImplementedError
-
     async def _on_idle_timeout(self) -> None:
-        """Called (beside the session task) when the client has been idle too long."""
+        """Called (in a task of its own) when the client has been idle too long."""
         self._close_transport()
 
     def _abort_if_not_reading(self) -> bool:
@@ -171,19 +126,104 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self.transport.abort()
         return True
 
+    # -- the runner ---------------------------------------------------------------
+
+    @property
+    def _busy(self) -> bool:
+        """Whether a runner is at work (or waiting inside a command)."""
+        if self._starting:
+            return True
+        task = self._handler_coroutine
+        return task is not None and not task.done()
+
+    def _spawn(self, coroutine: _Coroutine, *, eager: bool = False) -> asyncio.Task[None]:
+        """Start ``coroutine`` as the runner, in the session's context."""
+        loop, context = self.loop, self._context
+        assert context is not None  # noqa: S101 - set when the connection is made
+        if eager and _eager_task_factory is not None and loop.is_running():
+            # Its first step runs now; until it returns, this counts as busy (a close
+            # in that step can call eof_received, which must not start another).
+            self._starting = True
+            try:
+                task: asyncio.Task[None] = _eager_task_factory(loop, coroutine, context=context)
+            finally:
+                self._starting = False
+        elif sys.version_info >= (3, 11):
+            task = loop.create_task(coroutine, context=context)
+        else:  # pragma: no cover - Python 3.10: the task runs in a copy of it
+            task = context.run(loop.create_task, coroutine)
+        self._handler_coroutine = task
+        return task
+
+    def _in_session_context(self, coroutine: _Coroutine) -> asyncio.Task[None]:
+        """A task beside the runner (a timer's action) that sees the session's contextvars."""
+        assert self._context is not None  # noqa: S101 - set when the connection is made
+        return self._context.copy().run(self.loop.create_task, coroutine)
+
+    async def _begin(self) -> None:
+        try:
+            if await self._open_session():
+                await self._answer_commands()
+            else:
+                self._close_transport()
+        finally:
+            self._context = contextvars.copy_context()
+
+    async def _resume(self) -> None:
+        try:
+            await self._answer_commands()
+        finally:
+            self._context = contextvars.copy_context()
+
+    async def _answer_commands(self) -> None:
+        """Answer every complete command line received, then end (the next line
+        starts another runner); at the end of input, end the session."""
+        inbound = self._inbound
+        while not self._closing:
+            if self._writing_paused:
+                # The client is not reading its replies: read no more commands.
+                await self._flush_and_drain()
+                continue
+            line = inbound.next_line()
+            if line is None:
+                if inbound.closed:
+                    break
+                self._flush()
+                self._idle_since = max(self._idle_since, self.loop.time())
+                self._resume_reading_if_drained()
+                return
+            try:
+                await self._command(line)
+            except asyncio.CancelledError:
+                log.info("%r session cancelled", self._describe_peer())
+                self._close_transport()
+                raise
+            except ConnectionResetError:
+                # Raised by a hook or a command: the client is gone, nothing to answer.
+                log.info("%r connection lost during a command", self._describe_peer())
+                self._close_transport()
+                return
+            except Exception as error:  # any other failure becomes a reply
+                await self._command_failed(error)
+        self._close_transport()
+
     # -- asyncio.Protocol -------------------------------------------------------
 
     def _start_connection(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        # The loop that reads: the one ``self.loop`` names could be another.
-        self._receive_view = receive_buffer(asyncio.get_running_loop())
-        self._over_tls = transport.get_extra_info("sslcontext") is not None
+        try:
+            # The loop that reads: the one ``self.loop`` names could be another.
+            reading_loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven by hand, aiosmtpd-style, with ``loop=``
+            reading_loop = self.loop
+        self._receive_view = receive_buffer(reading_loop)
+        self._context = contextvars.copy_context()
         self._idle_since = self.loop.time()
         if self._timeout_duration:
             self._timeout_handle = self.loop.call_later(self._timeout_duration, self._check_idle)
         if self._session_limit:
             self._guards.append(self.loop.call_later(self._session_limit, self._session_expired))
-        self._handler_coroutine = self.loop.create_task(self._run())
+        self._spawn(self._begin())
 
     # asyncio reads into one buffer per loop (no fresh 256 KiB per read); what
     # arrived is copied out and handled as by a plain Protocol.
@@ -194,6 +234,9 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self.data_received(self._receive_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
+        if self._before_tls is not None:
+            self._before_tls.append(data)  # the TLS handshake's, kept whole
+            return
         self._received_any = True
         inbound = self._inbound
         if not inbound.reading_message:
@@ -226,6 +269,16 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         if inbound.buffered > _INPUT_HIGH_WATER:
             self._pause_reading()
 
+    def _input_arrived(self) -> None:
+        """Input (or its end) the session may want: wake the runner waiting for
+        it, or start one if none is at work; a busy runner takes it when done."""
+        waiter = self._input_waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif not self._busy and self._context is not None:
+            self._spawn(self._resume(), eager=True)
+
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._reading_paused:
             self._reading_paused = True
@@ -233,18 +286,24 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self._inbound.closed = True
-        self._wake_reader()
-        # Keep the write side open so replies to the last commands still go out;
-        # TLS transports cannot half-close, and say so with a warning if asked.
-        return self.transport is not None and not self._over_tls
+        # Commands received before the end are still answered; keep the write
+        # side open for their replies (a TLS transport ignores the answer).
+        self._input_arrived()
+        return self.transport is not None and not _is_tls(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._inbound.closed = True
         self._closing = True
         transport, self.transport = self.transport, None
-        if self._over_tls and transport is not None and not transport.is_closing():
+        if (
+            transport is not None
+            and not self._close_called
+            and not transport.is_closing()
+            and _is_tls(transport)
+        ):
             # Python 3.10's TLS transport warns (ResourceWarning) when collected
             # without close(), even after the peer closed the connection.
+            self._close_called = True
             transport.close()
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
@@ -270,8 +329,17 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     # -- replies ------------------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
-        """Queue one reply (CRLF is added); it is written before the next read."""
-        if self._queue_reply(status):
+        """Send one reply (CRLF is added): written, after any replies queued before
+        it, and drained (while the client is not reading) before this returns."""
+        self._queue_reply(status)
+        await self._flush_and_drain()
+
+    async def _reply(self, status: str | bytes) -> None:
+        """The server's own reply: queued, so that the replies to pipelined commands
+        leave together.  A subclass that overrides :meth:`push` sees it there."""
+        if type(self).push is not Connection.push:
+            await self.push(status)
+        elif self._queue_reply(status):
             await self._flush_and_drain()
 
     def _queue_reply(self, status: str | bytes) -> bool:
@@ -290,7 +358,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._outbox.clear()
         self._outbox_size = 0
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not self._close_called:
             transport.write(data)
 
     async def _flush_and_drain(self) -> None:
@@ -300,12 +368,11 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
             self._drain_waiter = waiter
             # Blocked on a client that does not read its replies: that counts as
             # waiting for the client, so the idle timer runs.
-            waiting = self._waiting_for_input
-            self._waiting_for_input = True
+            self._draining = True
             try:
                 await waiter
             finally:
-                self._waiting_for_input = waiting
+                self._draining = False
 
     # -- input --------------------------------------------------------------------
 
@@ -313,93 +380,6 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         waiter = self._input_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._inline is not None and not self._running_inline:
-            # Woken by something other than input (end of input, a close, a
-            # timer): the session task goes on with the command from here.
-            command, self._inline = self._inline, None
-            self._hand_over(_Resume(command, waiter))
-
-    def _hand_over(self, resume: _Resume) -> None:
-        self._handover = resume
-        waiter = self._command_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _input_arrived(self) -> None:
-        """Input the reader may want: a command in the read callback, if the
-        session task is idle waiting for one, or else wake the task."""
-        waiter = self._command_waiter
-        if self._inline is not None or (
-            waiter is not None
-            and waiter is self._input_waiter
-            and not waiter.done()
-            and not self._writing_paused
-        ):
-            self._answer_inline()
-        else:
-            self._wake_reader()
-
-    def _answer_inline(self) -> None:
-        """Answer the command lines that have arrived here, in the read callback,
-        while the session task stays asleep: the reply goes out in this callback
-        and no task step, future or extra trip round the event loop is spent
-        (smtp-source's lock-step MAIL, RCPT, DATA and message cost four of each).
-
-        A command runs here until it is done or waits for more input (DATA or
-        BDAT reading the message; the next call goes on with it).  When it must
-        run a handler's code (it awaits :data:`NEEDS_TASK`), waits for anything
-        else, or fails, it is handed over, as it stands, to the session task,
-        which goes on with it and then with the next lines.
-        """
-        if self._running_inline:
-            return
-        inbound = self._inbound
-        if self._inline is None:
-            self._input_waiter = None  # the task's: it sleeps on
-        else:
-            waiter = self._input_waiter  # the one the command waits on
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        self._running_inline = True
-        try:
-            while self._handover is None:
-                command = self._inline
-                if command is None:
-                    if self._closing:
-                        break
-                    line = inbound.next_line()
-                    if line is None:
-                        break
-                    command = self._command(line)
-                try:
-                    waiting_on = command.send(None)
-                except StopIteration:
-                    self._inline = None
-                    continue
-                except Exception as error:  # the task replies, as for its own commands
-                    self._inline = None
-                    self._handover = _Resume(None, error=error)
-                    break
-                if waiting_on is not None and waiting_on is self._input_waiter:
-                    self._inline = command  # reading a message: more input wakes it
-                    return
-                self._inline = None
-                self._handover = _Resume(command, waiting_on)
-        finally:
-            self._running_inline = False
-        self._flush()
-        waiter = self._command_waiter
-        if waiter is None or waiter.done():
-            return
-        if self._handover is not None or self._closing or inbound.closed or self._writing_paused:
-            # The task takes it from here (and waits for a client that does not
-            # read its replies before it reads more commands).
-            waiter.set_result(None)
-            return
-        self._input_waiter = waiter  # the task waits for a command again
-        self._waiting_for_input = True  # (idle since this input: data_received)
-        if self._reading_paused:
-            self._resume_reading_if_drained()
 
     def _resume_reading_if_drained(self) -> None:
         inbound = self._inbound
@@ -409,7 +389,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
                 self.transport.resume_reading()
 
     async def _wait_for_input(self) -> None:
-        for_command, self._wants_command = self._wants_command, False
+        """Wait (in the runner) until more input arrives or input ends."""
         if self._inbound.closed:
             await self._flush_and_drain()
             return
@@ -418,43 +398,24 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         waiter = self.loop.create_future()
         self._input_waiter = waiter
         try:
-            if self._writing_paused:
-                await self._flush_and_drain()
-            else:
-                self._flush()
+            await self._flush_and_drain()
             self._resume_reading_if_drained()
-            self._waiting_for_input = True
             self._idle_since = max(self._idle_since, self.loop.time())
-            if for_command:
-                # From here on the read callback may answer commands itself.
-                self._command_waiter = waiter
             await waiter
         finally:
-            if self._command_waiter is waiter:
-                self._command_waiter = None
-            # A command handed over by the read callback may wait already.
-            if self._input_waiter is waiter or self._input_waiter is None:
-                self._waiting_for_input = False
-                self._input_waiter = None
+            self._input_waiter = None
 
-    async def _next_line(self, *, command: bool = False) -> bytes | LineTooLong | None:
-        """The next line, :data:`LINE_TOO_LONG`, or None at end of input.  For the
-        session loop (``command``), also None when a command started in the read
-        callback is to be taken over; only then may the callback answer commands."""
+    async def _next_line(self) -> bytes | LineTooLong | None:
+        """The next line (inside a command: an AUTH response), or None at the end."""
         inbound = self._inbound
-        while not self._closing and self._handover is None:
+        while not self._closing:
             line = inbound.next_line()
             if line is not None:
                 return line
             if inbound.closed:
                 return None
-            self._wants_command = command
             await self._wait_for_input()
         return None
-
-    def _take_handover(self) -> _Resume | None:
-        handover, self._handover = self._handover, None
-        return handover
 
     async def _read_message(
         self,
@@ -518,7 +479,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
             self._say_and_close("421 4.4.2 Error: session time limit exceeded, closing")
 
     def _say_and_close(self, status: str) -> None:
-        """A last reply from outside the session task, after any already queued."""
+        """A last reply from outside the runner, after any already queued."""
         self._outbox.append(self._encode_reply(status) + b"\r\n")
         self._close_transport()
 
@@ -527,39 +488,40 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
 
     # -- idle timer and closing -------------------------------------------------------
 
+    @property
+    def _waiting_for_client(self) -> bool:
+        """Whether the session waits on the client (for input, or to read replies)."""
+        return self._input_waiter is not None or self._draining or not self._busy
+
     def _check_idle(self) -> None:
         self._timeout_handle = None
         if self._closing:
             return
         now = self.loop.time()
         deadline = self._idle_since + self._timeout_duration
-        if self._waiting_for_input and now >= deadline:
+        waiting = self._waiting_for_client
+        if waiting and now >= deadline:
             log.info("%r connection timeout", self._describe_peer())
-            task = self.loop.create_task(self._on_idle_timeout())
+            task = self._in_session_context(self._on_idle_timeout())
             task.add_done_callback(_log_failure)
             return
         # Busy in a hook, or input came recently: look again when it could expire.
-        delay = max(deadline - now, 0.05) if self._waiting_for_input else self._timeout_duration
+        delay = max(deadline - now, 0.05) if waiting else self._timeout_duration
         self._timeout_handle = self.loop.call_later(delay, self._check_idle)
 
     def _close_transport(self) -> None:
-        """Send what is queued, then close; later replies are dropped."""
+        """Send what is queued, then close (once); later replies are dropped."""
         self._flush()
         self._closing = True
         self._inbound.closed = True
         self._wake_reader()
-        # A second close() of an asyncio TLS transport detaches it from its TLS layer.
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self._close_called:
+            self._close_called = True
             self.transport.close()
 
-    async def _run(self) -> None:
-        try:
-            await self._serve()
-        finally:
-            command, self._inline = self._inline, None
-            if command is not None:  # the task was cancelled meanwhile
-                command.close()
-            self._close_transport()
+
+def _is_tls(transport: asyncio.BaseTransport) -> bool:
+    return transport.get_extra_info("sslcontext") is not None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

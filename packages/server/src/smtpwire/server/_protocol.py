@@ -18,14 +18,14 @@ import socket
 import ssl
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeVar
 
 from smtpwire.common.lines import LineTooLong
 
 from ._auth import CramMD5Secret, check_mechanism_name, discover_auth_methods
-from ._connection import NEEDS_TASK, Connection
+from ._connection import Connection
 from ._content import ChunkLineEndings, MessageContent
 from ._discovery import SharedTables, has_dynamic_attributes, method_names
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
@@ -82,15 +82,6 @@ def syntax(
         return function
 
     return decorator
-
-
-def answers_inline(function: _Method) -> _Method:
-    """Mark an ``smtp_VERB`` method as the server's own, which may start in the
-    read callback (it awaits :data:`NEEDS_TASK` before any handler code); a
-    method without the mark, a subclass's override say, always runs in the
-    session task."""
-    function.__smtp_inline__ = True  # type: ignore[attr-defined]
-    return function
 
 
 def auth_mechanism(actual_name: str) -> Callable[[_Method], _Method]:
@@ -260,8 +251,14 @@ class SessionProtocol(Connection):
             lambda: self.command_size_limit
         )
         # Replaced through the override points when the connection is made.
+        # Placeholders until the session's first task makes them through the
+        # override points (which run in a task, as every overridable method does).
         self.session = Session(self.loop)
-        self._set_post_data_state()
+        self.envelope = Envelope()
+        self._bdat_content: MessageContent | None = None  # of the BDAT message so far
+        self._bdat_endings: ChunkLineEndings | None = None
+        self._bdat_size = 0
+        self._bdat_started = False  # a chunk was taken: DATA is out of sequence
         if error_limit is not None and error_limit < 1:
             raise ValueError("error_limit must be at least 1 (or None: no limit)")
         # Postfix's smtpd_hard_error_limit: a client that keeps getting errors is
@@ -315,13 +312,13 @@ class SessionProtocol(Connection):
 
     def _set_post_data_state(self) -> None:
         self.envelope = self._create_envelope()
-        content: MessageContent | None = getattr(self, "_bdat_content", None)
+        content = self._bdat_content
         if content is not None:
             content.abort("transaction ended before BDAT LAST")
-        self._bdat_content: MessageContent | None = None  # of the BDAT message so far
-        self._bdat_endings: ChunkLineEndings | None = None
+        self._bdat_content = None
+        self._bdat_endings = None
         self._bdat_size = 0
-        self._bdat_started = False  # a chunk was taken: DATA is out of sequence
+        self._bdat_started = False
 
     def _set_rset_state(self) -> None:
         self._set_post_data_state()
@@ -329,8 +326,6 @@ class SessionProtocol(Connection):
     # -- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._set_rset_state()
-        self.session = self._create_session()
         self.session.peer = transport.get_extra_info("peername")
         if transport.get_extra_info("sslcontext") is not None:
             # Implicit TLS (SMTPS): the session is encrypted from the first byte.
@@ -341,6 +336,7 @@ class SessionProtocol(Connection):
             # Nothing may be read before start_tls takes the transport over: the
             # first bytes are the client's TLS handshake.
             transport.pause_reading()  # type: ignore[attr-defined]
+            self._before_tls = []  # uvloop and Python 3.10 may read all the same
         self._start_connection(transport)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -370,50 +366,36 @@ class SessionProtocol(Connection):
     async def _on_idle_timeout(self) -> None:
         if self._abort_if_not_reading():
             return
-        await self.push(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
+        await self._reply(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
         self._close_transport()
 
-    # -- the session loop ---------------------------------------------------------------
+    # -- the session ------------------------------------------------------------------
 
-    async def _serve(self) -> None:
+    async def _open_session(self) -> bool:
+        made = self.session  # the placeholder, with what connection_made learnt
+        self._set_rset_state()
+        self.session = self._create_session()
+        self.session.peer, self.session.ssl = made.peer, made.ssl
         if self._implicit_tls is not None and not await self._implicit_handshake():
-            return
+            return False
         if self._proxy_timeout is not None and not await self._accept_proxy_header():
-            return
+            return False
         if self._greeting_delay is not None and await self._talked_first(self._greeting_delay):
             log.warning("%r sent data before the greeting", self.session.peer)
-            await self.push("554 5.5.1 Error: data sent before the greeting")
-            self._close_transport()
-            return
-        await self.push(f"220 {self.hostname} {self.__ident__}")
-        call_limit: collections.defaultdict[str, int] = collections.defaultdict(
+            await self._reply("554 5.5.1 Error: data sent before the greeting")
+            return False
+        self._bogus_budget = BOGUS_LIMIT
+        self._call_budget: collections.defaultdict[str, int] = collections.defaultdict(
             lambda: self._call_limit_default, self._call_limit_base
         )
-        self._bogus_budget = BOGUS_LIMIT
-        self._call_budget = call_limit
-        while True:
-            # A command the read callback started and handed over comes first,
-            # even when closing: it must see its message end or its connection go.
-            handover = self._take_handover()
-            if handover is None:
-                line = await self._next_line(command=True)
-                if line is None:
-                    if self._handover is not None:
-                        continue
-                    break
-            try:
-                if handover is None:
-                    assert line is not None  # noqa: S101 - read above
-                    await self._dispatch(line, call_limit)
-                else:
-                    await handover
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # any hook failure becomes a reply
-                await self.push(await self._describe_exception(error))
+        await self._reply(f"220 {self.hostname} {self.__ident__}")
+        return True
 
-    def _command(self, line: bytes | LineTooLong) -> Coroutine[Any, Any, None]:
-        return self._dispatch(line, self._call_budget)
+    async def _command(self, line: bytes | LineTooLong) -> None:
+        await self._dispatch(line, self._call_budget)
+
+    async def _command_failed(self, error: Exception) -> None:
+        await self._reply(await self._describe_exception(error))
 
     async def _talked_first(self, delay: float) -> bool:
         if delay > 0 and not self._received_any:
@@ -465,7 +447,7 @@ class SessionProtocol(Connection):
     ) -> None:
         self._current_command = ""  # until the verb is known: no exemption applies
         if isinstance(line, LineTooLong):
-            await self.push("500 Command line too long")
+            await self._reply("500 Command line too long")
             return
         if log.isEnabledFor(logging.INFO):
             log.info("%r >> %r", self.session.peer, sanitize(line))
@@ -474,19 +456,19 @@ class SessionProtocol(Connection):
         ):
             # Postfix's smtpd_forbid_bare_newline: a line must end with CRLF and hold
             # no other CR or LF, so no peer can disagree about where it ends.
-            await self.push("500 5.5.2 Error: bare <CR> or <LF> received")
+            await self._reply("500 5.5.2 Error: bare <CR> or <LF> received")
             if line[:5].upper() in (b"BDAT", b"BDAT "):
                 # Its chunk's octets follow: they must not be read as commands.
                 self._close_transport()
             return
         line = line.rstrip(b"\r")
         if not line:
-            await self.push("500 Error: bad syntax")
+            await self._reply("500 Error: bad syntax")
             return
         verb, _, arg_bytes = line.partition(b" ")
         if not verb.isalpha() and (not verb.isascii() or _CONTROL.search(verb)):
             # Never echo a control character back in "command not recognized".
-            await self.push("500 Error: bad syntax")
+            await self._reply("500 Error: bad syntax")
             return
         command = verb.upper().decode("ascii")
         self._current_command = command
@@ -494,7 +476,7 @@ class SessionProtocol(Connection):
             # A browser or an HTTP proxy tunnel pointed at the SMTP port (a
             # cross-protocol attack): nothing useful can follow.
             log.warning("%r sent an HTTP request", self.session.peer)
-            await self.push("421 4.7.0 Error: HTTP request refused, this is an SMTP server")
+            await self._reply("421 4.7.0 Error: HTTP request refused, this is an SMTP server")
             self._close_transport()
             return
         arg: str | None = None
@@ -503,7 +485,7 @@ class SessionProtocol(Connection):
             if self.enable_SMTPUTF8:
                 arg = arg_bytes.decode("utf-8", "surrogateescape")
             elif not arg_bytes.isascii():
-                await self.push("500 Error: strict ASCII mode")
+                await self._reply("500 Error: strict ASCII mode")
                 return
             else:
                 arg = arg_bytes.decode("ascii")
@@ -513,23 +495,23 @@ class SessionProtocol(Connection):
             else self.command_size_limit
         )
         if len(line) > limit:
-            await self.push("500 Command line too long")
+            await self._reply("500 Command line too long")
             return
         if not self._tls_handshake_okay and command != "QUIT":
-            await self.push("554 Command refused due to lack of security")
+            await self._reply("554 Command refused due to lack of security")
             return
         if (
             self.require_starttls
             and not self._tls_protocol
             and command not in ALLOWED_BEFORE_STARTTLS
         ):
-            await self.push("530 Must issue a STARTTLS command first")
+            await self._reply("530 Must issue a STARTTLS command first")
             return
         if self._enforce_call_limit:
             budget = call_limit[command]
             if budget < 1:
                 log.warning("%r over limit for %s", self.session.peer, command)
-                await self.push(f"421 4.7.0 {command} sent too many times")
+                await self._reply(f"421 4.7.0 {command} sent too many times")
                 self._close_transport()
                 return
             call_limit[command] = budget - 1
@@ -539,13 +521,11 @@ class SessionProtocol(Connection):
             self._bogus_budget -= 1
             if self._bogus_budget < 1:
                 log.warning("%r too many bogus commands", self.session.peer)
-                await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                await self._reply("502 5.5.1 Too many unrecognized commands, goodbye.")
                 self._close_transport()
                 return
-            await self.push(f'500 Error: command "{command}" not recognized')
+            await self._reply(f'500 Error: command "{command}" not recognized')
             return
-        if self._running_inline and not getattr(method, "__smtp_inline__", False):
-            await NEEDS_TASK  # a command of a subclass's, or one that needs the task
         await method(self, arg)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -580,8 +560,6 @@ class SessionProtocol(Connection):
         name = self._hooks.names.get(command)
         if name is None:
             return MISSING
-        if self._running_inline:
-            await NEEDS_TASK
         return await getattr(self.event_handler, name)(self, self.session, self.envelope, *args)
 
     def _may_refuse_transaction(self) -> bool:
@@ -597,14 +575,14 @@ class SessionProtocol(Connection):
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         if not self.session.host_name:
-            await self.push(f"503 Error: send {helo} first")
+            await self._reply(f"503 Error: send {helo} first")
             return True
         return False
 
     async def check_auth_needed(self, caller_method: str) -> bool:
         if self._auth_required and not self.session.authenticated:
             log.info("%s: Authentication required", caller_method)
-            await self.push("530 5.7.0 Authentication required")
+            await self._reply("530 5.7.0 Authentication required")
             return True
         return False
 

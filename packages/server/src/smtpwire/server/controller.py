@@ -28,7 +28,6 @@ import os
 import queue
 import socket
 import ssl
-import sys
 import threading
 import warnings
 import weakref
@@ -174,17 +173,11 @@ class BaseController(ABC):
 
     @property
     def _tls_in_session(self) -> bool:
-        """Implicit TLS done by each session (``loop.start_tls`` before the greeting)
+        """Implicit TLS done by each session (its own TLS layer, before the greeting)
         rather than by the listener, so that a failed handshake still ends its
         session (and frees its place under ``max_connections``).  Behind a PROXY
         header the listener does it, as in aiosmtpd."""
-        return (
-            self.ssl_context is not None
-            and not self.SMTP_kwargs.get("proxy_protocol_timeout")
-            # Python 3.10's transports start reading even when paused in
-            # connection_made, which would take the ClientHello from start_tls.
-            and sys.version_info >= (3, 11)
-        )
+        return self.ssl_context is not None and not self.SMTP_kwargs.get("proxy_protocol_timeout")
 
     @property
     def _listener_ssl(self) -> ssl.SSLContext | None:

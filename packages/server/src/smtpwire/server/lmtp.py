@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ._protocol import answers_inline
 from .session import MISSING
 from .smtp import SMTP, syntax
 
@@ -22,21 +21,18 @@ log = logging.getLogger("mail.log")
 
 class LMTP(SMTP):
     @syntax("LHLO hostname")
-    @answers_inline
     async def smtp_LHLO(self, arg: str | None) -> None:
         await self._greet_extended(arg, "LHLO")
 
-    @answers_inline
     async def smtp_HELO(self, hostname: str | None) -> None:
-        await self.push('500 Error: command "HELO" not recognized')
+        await self._reply('500 Error: command "HELO" not recognized')
 
-    @answers_inline
     async def smtp_EHLO(self, hostname: str | None) -> None:
-        await self.push('500 Error: command "EHLO" not recognized')
+        await self._reply('500 Error: command "EHLO" not recognized')
 
     async def _reply_to_message(self, status: object, recipients: int) -> None:
         for reply in _per_recipient(status, recipients):
-            await self.push(reply)
+            await self._reply(reply)
 
 
 def _per_recipient(status: object, recipients: int) -> list[str]:

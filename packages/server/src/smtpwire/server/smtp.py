@@ -40,7 +40,6 @@ from ._auth import (
     challenge_client,
     run_auth,
 )
-from ._connection import NEEDS_TASK
 from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
 from ._inbound import ExactBytes
 from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
@@ -52,7 +51,6 @@ from ._protocol import (
     SessionProtocol,
     TLSSetupException,
     __ident__,
-    answers_inline,
     auth_mechanism,
     login_always_fail,
     printable,
@@ -60,6 +58,7 @@ from ._protocol import (
     ssl_facts,
     syntax,
 )
+from ._tls import start_tls
 from .session import (
     MISSING,
     AuthCallbackType,
@@ -108,10 +107,9 @@ class SMTP(SessionProtocol):
     # -- greeting commands ----------------------------------------------------------------
 
     @syntax("HELO hostname")
-    @answers_inline
     async def smtp_HELO(self, hostname: str | None) -> None:
         if not hostname:
-            await self.push("501 Syntax: HELO hostname")
+            await self._reply("501 Syntax: HELO hostname")
             return
         self._set_rset_state()
         self.session.extended_smtp = False
@@ -119,7 +117,7 @@ class SMTP(SessionProtocol):
         if status is MISSING:
             self.session.host_name = hostname
             status = f"250 {self.hostname}"
-        await self.push(status)
+        await self._reply(status)
 
     def _ehlo_lines(self) -> list[str]:
         """The planned EHLO reply, in aiosmtpd's keyword order."""
@@ -145,14 +143,12 @@ class SMTP(SessionProtocol):
 
     async def _greet_extended(self, hostname: str | None, verb: str) -> None:
         if not hostname:
-            await self.push(f"501 Syntax: {verb} hostname")
+            await self._reply(f"501 Syntax: {verb} hostname")
             return
         self._set_rset_state()
         self.session.extended_smtp = True
         lines = self._ehlo_lines()
         if hasattr(self, "ehlo_hook"):
-            if self._running_inline:
-                await NEEDS_TASK
             warnings.warn(
                 "Use handler.handle_EHLO() instead of .ehlo_hook()",
                 DeprecationWarning,
@@ -164,47 +160,41 @@ class SMTP(SessionProtocol):
             lines.append("250 HELP")
         elif self._hooks.ehlo_version == "old":
             for line in lines:
-                await self.push(line)
+                await self._reply(line)
             lines = [await self._call_handler_hook("EHLO", hostname)]
         else:
             lines.append("250 HELP")
             lines = list(await self._call_handler_hook("EHLO", hostname, lines))
         for line in lines:
-            await self.push(line)
+            await self._reply(line)
 
     @syntax("EHLO hostname")
-    @answers_inline
     async def smtp_EHLO(self, hostname: str | None) -> None:
         await self._greet_extended(hostname, "EHLO")
 
     # -- simple commands ---------------------------------------------------------------------
 
     @syntax("NOOP [ignored]")
-    @answers_inline
     async def smtp_NOOP(self, arg: str | None) -> None:
         status = await self._call_handler_hook("NOOP", arg)
-        await self.push("250 OK" if status is MISSING else status)
+        await self._reply("250 OK" if status is MISSING else status)
 
     @syntax("QUIT")
-    @answers_inline
     async def smtp_QUIT(self, arg: str | None) -> None:
         if arg:
-            await self.push("501 Syntax: QUIT")
+            await self._reply("501 Syntax: QUIT")
             return
         status = await self._call_handler_hook("QUIT")
-        await self.push("221 Bye" if status is MISSING else status)
+        await self._reply("221 Bye" if status is MISSING else status)
         self._close_transport()
 
     @syntax("RSET")
-    @answers_inline
     async def smtp_RSET(self, arg: str | None) -> None:
         if arg:
-            await self.push("501 Syntax: RSET")
+            await self._reply("501 Syntax: RSET")
             return
         self._set_rset_state()
         if hasattr(self, "rset_hook"):
-            if self._running_inline:
-                await NEEDS_TASK
             warnings.warn(
                 "Use handler.handle_RSET() instead of .rset_hook()",
                 DeprecationWarning,
@@ -212,10 +202,9 @@ class SMTP(SessionProtocol):
             )
             await self.rset_hook()
         status = await self._call_handler_hook("RSET")
-        await self.push("250 OK" if status is MISSING else status)
+        await self._reply("250 OK" if status is MISSING else status)
 
     @syntax("HELP [command]")
-    @answers_inline
     async def smtp_HELP(self, arg: str | None) -> None:
         if await self.check_auth_needed("HELP"):
             return
@@ -227,48 +216,46 @@ class SMTP(SessionProtocol):
                 extended = method.__smtp_syntax_extended__  # type: ignore[attr-defined]
                 if self.session.extended_smtp and extended:
                     text += extended
-                await self.push(f"250 Syntax: {text}")
+                await self._reply(f"250 Syntax: {text}")
                 return
             code = 501
         commands = sorted(
             name for name, method in self._smtp_methods.items() if self._syntax_available(method)
         )
-        await self.push(f"{code} Supported commands: {' '.join(commands)}")
+        await self._reply(f"{code} Supported commands: {' '.join(commands)}")
 
     @syntax("VRFY <address>")
-    @answers_inline
     async def smtp_VRFY(self, arg: str | None) -> None:
         if await self.check_auth_needed("VRFY"):
             return
         if not arg:
-            await self.push("501 Syntax: VRFY <address>")
+            await self._reply("501 Syntax: VRFY <address>")
             return
         address = parse_verify_argument(arg, utf8=self.enable_SMTPUTF8)
         if address is None:
-            await self.push(f"502 Could not VRFY {printable(arg)}")
+            await self._reply(f"502 Could not VRFY {printable(arg)}")
             return
         status = await self._call_handler_hook("VRFY", address)
-        await self.push(
+        await self._reply(
             "252 Cannot VRFY user, but will accept message and attempt delivery"
             if status is MISSING
             else status
         )
 
-    @answers_inline
     async def smtp_EXPN(self, arg: str | None) -> None:
-        await self.push("502 EXPN not implemented")
+        await self._reply("502 EXPN not implemented")
 
     # -- STARTTLS and AUTH -------------------------------------------------------------------
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         if arg:
-            await self.push("501 Syntax: STARTTLS")
+            await self._reply("501 Syntax: STARTTLS")
             return
         if not self.tls_context or self._tls_protocol:
-            await self.push("454 TLS not available")
+            await self._reply("454 TLS not available")
             return
-        await self.push("220 Ready to start TLS")
+        await self._reply("220 Ready to start TLS")
         await self._start_tls(self.tls_context)
 
     async def _start_tls(self, context: ssl.SSLContext) -> None:
@@ -297,8 +284,11 @@ class SMTP(SessionProtocol):
 
     async def _implicit_handshake(self) -> bool:
         assert self._implicit_tls is not None  # noqa: S101 - the caller checked
+        # On uvloop and Python 3.10 the paused transport may have read the
+        # ClientHello already: it is the handshake's first input.
+        early, self._before_tls = b"".join(self._before_tls or ()), None
         try:
-            tls_transport = await self._handshake(self._implicit_tls)
+            tls_transport = await self._handshake(self._implicit_tls, early)
         except (OSError, ssl.SSLError, asyncio.TimeoutError):
             return False
         if tls_transport is None:
@@ -306,26 +296,31 @@ class SMTP(SessionProtocol):
         self.session.ssl = ssl_facts(tls_transport)
         return True
 
-    async def _handshake(self, context: ssl.SSLContext) -> asyncio.Transport | None:
+    async def _handshake(
+        self, context: ssl.SSLContext, early: bytes = b""
+    ) -> asyncio.Transport | None:
         """Upgrade the connection to TLS; None if the client went away meanwhile.
-        A failed handshake ends the connection (its error is raised): asyncio
-        closes the socket, but would never tell this protocol."""
+        A failed handshake ends the connection (its error is raised): the socket
+        is closed, but this protocol is not told.
+
+        The server's own TLS layer (:mod:`smtpwire.server._tls`), not
+        ``loop.start_tls``: asyncio's drops every reply written after the client's
+        close_notify, and a client may send its last commands, close_notify and
+        a half-close in one flight before reading the replies (Exim does)."""
         transport = self.transport
         if transport is None:
             return None
         try:
-            tls_transport = await self.loop.start_tls(transport, self, context, server_side=True)
+            tls_transport = await start_tls(
+                self.loop, transport, self, context, server_side=True, initial_data=early
+            )
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as error:
             log.info("%r TLS handshake failed: %s", self._describe_peer(), error)
             self.connection_lost(error)
             if isinstance(error, ConnectionError):
                 return None  # a reset or an EOF: nothing to report
             raise
-        if tls_transport is None:  # pragma: no cover - only when the loop is closing
-            self.connection_lost(None)
-            return None
         self.transport = tls_transport
-        self._over_tls = True
         self._tls_protocol = True
         return tls_transport
 
@@ -377,7 +372,6 @@ class SMTP(SessionProtocol):
         return parsed
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    @answers_inline
     async def smtp_MAIL(self, arg: str | None) -> None:
         if self._may_refuse_transaction() and (
             await self.check_helo_needed() or await self.check_auth_needed("MAIL")
@@ -386,17 +380,17 @@ class SMTP(SessionProtocol):
         syntax_error = self._path_syntax_error("MAIL FROM:")
         parsed = self._parse_path_or_refuse(arg, "FROM:", syntax_error)
         if isinstance(parsed, str):
-            await self.push(parsed)
+            await self._reply(parsed)
             return
         address, mail_options, raw = parsed
         if self.envelope.mail_from:
-            await self.push("503 Error: nested MAIL command")
+            await self._reply("503 Error: nested MAIL command")
             return
         error = self._check_mail_options(mail_options, syntax_error)
         if error is None and self.extensions.dsn:
             error = self._take_mail_dsn(raw)
         if error is not None:
-            await self.push(error)
+            await self._reply(error)
             return
         self.envelope.smtp_utf8 = "SMTPUTF8" in mail_options
         body = raw.get("BODY")
@@ -411,7 +405,7 @@ class SMTP(SessionProtocol):
             self.envelope.mail_options.extend(mail_options)
             status = "250 OK"
         log.info("%r sender: %s", self.session.peer, address)
-        await self.push(status)
+        await self._reply(status)
 
     def _check_mail_options(self, mail_options: list[str], syntax_error: str) -> str | None:
         """The error reply for MAIL parameters this server does not take, if any."""
@@ -470,29 +464,28 @@ class SMTP(SessionProtocol):
         return RecipientDSN(notify, orcpt)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    @answers_inline
     async def smtp_RCPT(self, arg: str | None) -> None:
         if self._may_refuse_transaction() and (
             await self.check_helo_needed() or await self.check_auth_needed("RCPT")
         ):
             return
         if not self.envelope.mail_from:
-            await self.push("503 Error: need MAIL command")
+            await self._reply("503 Error: need MAIL command")
             return
         syntax_error = self._path_syntax_error("RCPT TO:")
         parsed = self._parse_path_or_refuse(arg, "TO:", syntax_error)
         if isinstance(parsed, str):
-            await self.push(parsed)
+            await self._reply(parsed)
             return
         address, rcpt_options, raw = parsed
         dsn = self._rcpt_dsn(raw)
         if isinstance(dsn, str):
-            await self.push(dsn)
+            await self._reply(dsn)
             return
         if len(self.envelope.rcpt_tos) >= self.extensions.rcpt_limit:
             # RFC 5321 4.5.3.1.10 and RFC 9422's RCPTMAX: temporary, so the client
             # sends the rest in another transaction.
-            await self.push("452 4.5.3 Error: too many recipients")
+            await self._reply("452 4.5.3 Error: too many recipients")
             return
         status = (
             await self._call_handler_hook("RCPT", address, rcpt_options)
@@ -506,33 +499,31 @@ class SMTP(SessionProtocol):
         if dsn is not None and str(status).startswith("25"):
             self.envelope.rcpt_dsn[address] = dsn
         log.info("%r recip: %s", self.session.peer, address)
-        await self.push(status)
+        await self._reply(status)
 
     @syntax("DATA")
-    @answers_inline
     async def smtp_DATA(self, arg: str | None) -> None:
         if self._may_refuse_transaction() and (
             await self.check_helo_needed() or await self.check_auth_needed("DATA")
         ):
             return
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self._reply("503 Error: need RCPT command")
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self._reply("501 Syntax: DATA")
             return
         if self.envelope.body_type == "BINARYMIME":
-            await self.push("503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA")
+            await self._reply("503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA")
             return
         if self._bdat_started:
             # RFC 3030 section 2: a transaction begun with BDAT ends with BDAT LAST.
-            await self.push("503 5.5.1 Error: DATA after BDAT in the same transaction")
+            await self._reply("503 5.5.1 Error: DATA after BDAT in the same transaction")
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self._reply("354 End data with <CR><LF>.<CR><LF>")
         await self._receive_data()
 
     @syntax("BDAT <size> [LAST]")
-    @answers_inline
     async def smtp_BDAT(self, arg: str | None) -> None:
         """CHUNKING (RFC 3030): the chunk's octets follow the command line exactly.
         They are always read, even when the chunk is refused, so that no byte of a
@@ -542,7 +533,7 @@ class SMTP(SessionProtocol):
         except ProtocolError:
             # Without a size the chunk's end is unknown: its bytes must never be read
             # as commands, so the connection ends here.
-            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            await self._reply("501 5.5.4 Syntax: BDAT <size> [LAST]")
             self._close_transport()
             return
         refusal = self._bdat_refusal(bdat.size)
@@ -569,9 +560,12 @@ class SMTP(SessionProtocol):
             self._set_post_data_state()
             return
         if refusal is not None:
+            if bdat.last and self.envelope.rcpt_tos:
+                await self._refuse_message(refusal)  # the end of the message's data
+                return
             if self.envelope.rcpt_tos:
                 self._set_post_data_state()  # the transaction failed (RFC 3030 section 4.2)
-            await self.push(refusal)
+            await self._reply(refusal)
             return
         assert content is not None  # noqa: S101 - set above
         assert endings is not None  # noqa: S101
@@ -580,13 +574,12 @@ class SMTP(SessionProtocol):
         if endings.refused:
             content.abort("bare <CR> or <LF> in the message")
         if not bdat.last:
-            await self.push(f"250 OK {bdat.size} octets received")
+            await self._reply(f"250 OK {bdat.size} octets received")
             return
         await content.write(endings.flush())
         if endings.refused:
             await content.settled()
-            self._set_post_data_state()
-            await self.push(_BARE_NEWLINE_REFUSED)
+            await self._refuse_message(_BARE_NEWLINE_REFUSED)
             return
         self._bdat_content = None  # the message is complete: no longer to be aborted
         await self._complete_message(content)
@@ -629,13 +622,12 @@ class SMTP(SessionProtocol):
         if decoder.violation is not None:
             content.abort(f"refused: {decoder.violation.name}")
             await content.settled()
-            self._set_post_data_state()
             if decoder.violation is DataViolation.TOO_LARGE:
-                await self.push("552 Error: Too much mail data")
+                await self._refuse_message("552 Error: Too much mail data")
             elif decoder.violation is DataViolation.LINE_TOO_LONG:
-                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+                await self._refuse_message("500 Line too long (see RFC5321 4.5.3.1.6)")
             else:
-                await self.push(_BARE_NEWLINE_REFUSED)
+                await self._refuse_message(_BARE_NEWLINE_REFUSED)
             return
         await self._complete_message(content)
 
@@ -645,8 +637,7 @@ class SMTP(SessionProtocol):
             return
         refusal = self._store_content(content.value())
         if refusal is not None:
-            self._set_post_data_state()
-            await self.push(refusal)
+            await self._refuse_message(refusal)
         else:
             await self._deliver(self._call_data_hook)
 
@@ -666,18 +657,31 @@ class SMTP(SessionProtocol):
         return None
 
     async def _deliver(self, handler_verdict: Callable[[], Awaitable[Any]]) -> None:
-        """Hand the received message to the handler and reply."""
+        """Hand the received message to the handler and reply.  The end of data ends
+        the transaction, even when the handler fails (RFC 5321 section 4.1.1.4)."""
         recipients = len(self.envelope.rcpt_tos)
         try:
             status = await handler_verdict()
-        finally:
-            # The end of data ends the transaction, even when the handler fails
-            # (RFC 5321 section 4.1.1.4).
+        except (ConnectionResetError, asyncio.CancelledError):
+            self._set_post_data_state()
+            raise  # the client is gone: nothing to answer
+        except Exception as error:
+            # Its reply is the message's reply: an LMTP client expects one per recipient.
+            self._set_post_data_state()
+            status = await self._describe_exception(error)
+        else:
             self._set_post_data_state()
         await self._reply_to_message(MISSING if status is None else status, recipients)
 
+    async def _refuse_message(self, status: str) -> None:
+        """End the transaction with a refusal of the message just received."""
+        recipients = len(self.envelope.rcpt_tos)
+        self._set_post_data_state()
+        await self._reply_to_message(status, recipients)
+
     async def _reply_to_message(self, status: Any, recipients: int) -> None:
-        await self.push("250 OK" if status is MISSING else status)
+        """The reply to the end of a message's data (LMTP: one per recipient)."""
+        await self._reply("250 OK" if status is MISSING else status)
 
     async def _call_data_hook(self) -> Any:
         if "DATA" in self._hooks.names:
@@ -685,8 +689,6 @@ class SMTP(SessionProtocol):
         process_message = getattr(self.event_handler, "process_message", None)
         if process_message is None:
             return MISSING
-        if self._running_inline:
-            await NEEDS_TASK
         warnings.warn(
             "Use handler.handle_DATA() instead of .process_message()",
             DeprecationWarning,

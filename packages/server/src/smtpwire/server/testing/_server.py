@@ -65,10 +65,10 @@ class TestingSMTP(SMTP):
         self._transcript.append(f"S: {reply.decode('utf-8', 'replace')}")
         return reply
 
-    async def push(self, status: str | bytes) -> None:
+    def _queue_reply(self, status: str | bytes) -> bool:
         if isinstance(status, bytes):
             self._transcript.append(f"S: {status.decode('utf-8', 'replace')}")
-        await super().push(status)
+        return super()._queue_reply(status)
 
     async def _dispatch(
         self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]
@@ -83,15 +83,14 @@ class TestingSMTP(SMTP):
 
     # -- faults -------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
+    async def _open_session(self) -> bool:
         fault = self._testing.faults.match("CONNECT")
         if fault is not None and self._implicit_tls is not None and fault.drop is None:
             # Its reply or delay comes once TLS is up, as the greeting would.
             self._after_handshake = fault
         elif fault is not None and not await self._carry_out(fault, "CONNECT"):
-            self._close_transport()
-            return
-        await super()._serve()
+            return False
+        return await super()._open_session()
 
     async def _implicit_handshake(self) -> bool:
         if not await super()._implicit_handshake():

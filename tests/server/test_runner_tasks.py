@@ -1,8 +1,8 @@
-"""Commands answered in the read callback (``Connection._answer_inline``): the
-server's own commands run there without waking the session task; a handler's
-code, a subclass's command and every failure are handed over to the task, which
-goes on with the command where it stopped.  These tests pin both halves: what
-runs in the callback, and that nothing of the hand-over is lost or reordered."""
+"""The session's code runs in runner tasks (``Connection._handler_coroutine``): one
+greets, and the read callback starts another when a command arrives while none
+is at work (eagerly on Python 3.12+).  Every command, hook and override runs in a
+task; a message read across several reads stays in one command, and nothing is
+lost or reordered when a runner ends and the next starts."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def in_a_task() -> bool:
 
 
 class WhereCommandsRun(SMTP):
-    """Records, per verb, whether its dispatch started in a task or in the read callback."""
+    """Records, per verb, whether its dispatch started in a task."""
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, hostname=HOST, **kwargs)
@@ -97,7 +97,7 @@ def transaction(client: RawClient) -> list[str]:
     return replies
 
 
-def test_the_servers_own_commands_run_in_the_read_callback() -> None:
+def test_the_servers_own_commands_run_in_a_task() -> None:
     with serving(lambda: WhereCommandsRun(Sink())) as server, RawClient(server.port) as client:
         assert text(client.reply()).startswith("220 ")
         assert client.command("EHLO c.example").code == 250
@@ -108,7 +108,7 @@ def test_the_servers_own_commands_run_in_the_read_callback() -> None:
         assert read_until_eof(client.sock) == b""
         started = server.call(lambda: list(server.protocols[0].started_in_task))
     assert started == [
-        (verb, False) for verb in ("EHLO", "MAIL", "RCPT", "DATA", "NOOP", "RSET", "QUIT")
+        (verb, True) for verb in ("EHLO", "MAIL", "RCPT", "DATA", "NOOP", "RSET", "QUIT")
     ]
 
 
@@ -240,14 +240,14 @@ def sessions_ended(server: ServerThread) -> list[str]:
         tasks = [p._handler_coroutine for p in server.protocols]
         _, pending = await asyncio.wait(tasks, timeout=WAIT)
         assert not pending, "a session task is still running"
-        assert all(p._inline is None for p in server.protocols)
+        assert all(p._input_waiter is None for p in server.protocols)
         return [repr(t.exception()) for t in tasks if not t.cancelled() and t.exception()]
 
     result: list[str] = asyncio.run_coroutine_threadsafe(outcome(), server.loop).result(WAIT + 1)
     return result
 
 
-def test_end_of_input_in_a_message_read_by_the_callback_delivers_nothing() -> None:
+def test_end_of_input_in_a_message_read_across_reads_delivers_nothing() -> None:
     handler = Keeper()
     with serving(lambda: Watched(handler)) as server:
         client = start_message(server)
@@ -258,7 +258,7 @@ def test_end_of_input_in_a_message_read_by_the_callback_delivers_nothing() -> No
     assert handler.contents == []
 
 
-def test_idle_timeout_in_a_message_read_by_the_callback() -> None:
+def test_idle_timeout_in_a_message_read_across_reads() -> None:
     handler = Keeper()
     with serving(lambda: Watched(handler, timeout=0.3)) as server:
         client = start_message(server)
@@ -271,23 +271,23 @@ def test_idle_timeout_in_a_message_read_by_the_callback() -> None:
     assert handler.contents == []
 
 
-def test_stopping_the_server_in_a_message_read_by_the_callback_closes_it() -> None:
+def test_stopping_the_server_in_a_message_read_across_reads_closes_it() -> None:
     handler = Keeper()
     server = ServerThread(lambda: Watched(handler))
     server.start()
     try:
         client = start_message(server)
-        assert server.call(lambda: server.protocols[0]._inline is not None)
+        assert server.call(lambda: server.protocols[0]._input_waiter is not None)
     finally:
         server.stop()  # aborts the connection and cancels the session task
     client.close()
     protocol = server.protocols[0]
-    assert protocol._inline is None
+    assert protocol._input_waiter is None
     assert protocol._handler_coroutine.done()
     assert handler.contents == []
 
 
-def test_a_message_read_by_the_callback_then_a_hook_in_the_task() -> None:
+def test_a_message_read_across_reads_then_a_hook() -> None:
     handler = Keeper()
     with serving(lambda: Watched(handler)) as server:
         client = start_message(server)
