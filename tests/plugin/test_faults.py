@@ -12,7 +12,6 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Collection
 
@@ -448,14 +447,6 @@ def test_implicit_tls_refused_with_smtplib(
         smtplib.SMTP_SSL(*server.address, context=certificates.client_context(), timeout=WAIT)
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 11),
-    strict=True,
-    reason="Python 3.10 (documented in docs/testing.md): the controller does implicit "
-    "TLS in the listener there (Controller._tls_in_session), so the session, and the "
-    "CONNECT rule that refuse_tls() adds, only start once the handshake is done: the "
-    "connection is closed right after the handshake, not before it",
-)
 def test_implicit_tls_refused_before_the_handshake(
     start_server: StartServer, certificates: TestCertificates
 ) -> None:
