@@ -9,6 +9,8 @@ No sockets, no asyncio, no threads: bytes in, values out, bytes out.  Modules:
 - :mod:`.mail_parameters`: typed SIZE, BODY, DSN (RET, ENVID, NOTIFY, ORCPT) and AUTH=
   values, and the BDAT and AUTH command arguments;
 - :mod:`.data`: the DATA encoder (client) and incremental decoder (server);
+- :mod:`.server_rules`: the checks a server applies to each received command line
+  (:class:`CommandGate`) and its MAIL/RCPT parameter rules;
 - :mod:`.extensions`: EHLO replies; :mod:`.sasl`: AUTH encodings;
 - :mod:`.limits` and :mod:`.errors`: RFC limits and the exception hierarchy.
 """
@@ -77,6 +79,16 @@ from .parameters import (
     parse_parameters,
 )
 from .replies import ReplyParser, SMTPReply, format_reply, parse_reply
+from .server_rules import (
+    CommandGate,
+    CommandRefusal,
+    MailDSN,
+    RcptDSN,
+    ReceivedCommand,
+    check_mail_parameters,
+    parse_mail_dsn,
+    parse_rcpt_parameters,
+)
 from .status import EnhancedStatusCode, SMTPStatus
 
 __all__ = [
@@ -85,6 +97,8 @@ __all__ = [
     "AuthCommand",
     "BareNewlinePolicy",
     "BdatCommand",
+    "CommandGate",
+    "CommandRefusal",
     "CommandSyntaxError",
     "CommandTooLongError",
     "DataDecoder",
@@ -95,6 +109,7 @@ __all__ = [
     "LineReader",
     "LineTooLong",
     "LineTooLongError",
+    "MailDSN",
     "MalformedReplyError",
     "NonASCIIError",
     "OriginalRecipient",
@@ -102,6 +117,8 @@ __all__ = [
     "ParameterSyntaxError",
     "PathArgument",
     "ProtocolError",
+    "RcptDSN",
+    "ReceivedCommand",
     "ReplyError",
     "ReplyParser",
     "ReplyTooLongError",
@@ -112,6 +129,7 @@ __all__ = [
     "SMTPStatus",
     "UnsafeCharacterError",
     "check_domain",
+    "check_mail_parameters",
     "check_mailbox",
     "decode_xtext",
     "encode_data",
@@ -134,10 +152,12 @@ __all__ = [
     "parse_body",
     "parse_ehlo_reply",
     "parse_envid",
+    "parse_mail_dsn",
     "parse_mail_from",
     "parse_notify",
     "parse_orcpt",
     "parse_parameters",
+    "parse_rcpt_parameters",
     "parse_rcpt_to",
     "parse_reply",
     "parse_ret",

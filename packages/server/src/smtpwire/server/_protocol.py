@@ -13,7 +13,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import re
 import socket
 import ssl
 import time
@@ -23,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeVar
 
 from smtpwire.common.lines import LineTooLong
+from smtpwire.common.server_rules import CommandGate, CommandRefusal
 
 from ._auth import CramMD5Secret, check_mechanism_name, discover_auth_methods
 from ._connection import Connection
@@ -43,10 +43,7 @@ from .session import (
 # asserts on the banner keeps passing; ``ident=`` sets another.
 __ident__ = "Python SMTP 1.4.6"
 
-BOGUS_LIMIT: Final = 5
-CALL_LIMIT_DEFAULT: Final = 20
 DATA_SIZE_DEFAULT: Final = 2**25
-ALLOWED_BEFORE_STARTTLS: Final = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", "QUIT"})
 
 log = logging.getLogger("mail.log")
 
@@ -54,12 +51,6 @@ ERROR_LIMIT_MODERN: Final = 20
 # Only permanent errors count: a 4xx (say, recipients past the cap) is the
 # server's own limit, which a well-behaved client may meet many times.
 _ERROR_CLASSES: Final = ("5", b"5")
-
-_CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
-_HTTP_METHODS: Final = frozenset(
-    {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"}
-)
-_HTTP_REQUEST: Final = re.compile(rb" HTTP/\d(?:\.\d)?\s*$")
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _CommandFunction = Callable[[Any, str | None], Awaitable[None]]
@@ -246,7 +237,12 @@ class SessionProtocol(Connection):
                 stacklevel=3,
             )
         self._smtp_methods = command_table(type(self), self.extensions.chunking)
-        self._set_call_limits(command_call_limit)
+        # The per-command checks and the session's counters (sans-I/O, in common).
+        self._gate = CommandGate(
+            self._smtp_methods,
+            command_call_limit=command_call_limit,
+            bare_newline=self.extensions.bare_lf,
+        )
         self.command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
             lambda: self.command_size_limit
         )
@@ -277,22 +273,6 @@ class SessionProtocol(Connection):
             session_limit=3600.0 if session_limit is None and modern else session_limit,
             min_data_rate=min_data_rate,
         )
-
-    def _set_call_limits(self, limit: int | Mapping[str, int] | None) -> None:
-        self._enforce_call_limit = limit is not None
-        self._call_limit_default = CALL_LIMIT_DEFAULT
-        self._call_limit_base: dict[str, int] = {}
-        if limit is None:
-            return
-        if isinstance(limit, bool) or not isinstance(limit, int | Mapping):
-            raise TypeError("command_call_limit must be int or Dict[str, int]")
-        if isinstance(limit, int):
-            self._call_limit_default = limit
-            return
-        if not all(isinstance(value, int) for value in limit.values()):
-            raise TypeError("All command_call_limit values must be int")
-        self._call_limit_base = {key.upper(): value for key, value in limit.items()}
-        self._call_limit_default = self._call_limit_base.pop("*", CALL_LIMIT_DEFAULT)
 
     @property
     def handler(self) -> Any:
@@ -384,15 +364,11 @@ class SessionProtocol(Connection):
             log.warning("%r sent data before the greeting", self.session.peer)
             await self._reply("554 5.5.1 Error: data sent before the greeting")
             return False
-        self._bogus_budget = BOGUS_LIMIT
-        self._call_budget: collections.defaultdict[str, int] = collections.defaultdict(
-            lambda: self._call_limit_default, self._call_limit_base
-        )
         await self._reply(f"220 {self.hostname} {self.__ident__}")
         return True
 
     async def _command(self, line: bytes | LineTooLong) -> None:
-        await self._dispatch(line, self._call_budget)
+        await self._dispatch(line, self._gate.calls_left)
 
     async def _command_failed(self, error: Exception) -> None:
         await self._reply(await self._describe_exception(error))
@@ -445,88 +421,31 @@ class SessionProtocol(Connection):
     async def _dispatch(
         self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]
     ) -> None:
-        self._current_command = ""  # until the verb is known: no exemption applies
-        if isinstance(line, LineTooLong):
-            await self._reply("500 Command line too long")
-            return
-        if log.isEnabledFor(logging.INFO):
+        """Run one received command line, or send the gate's refusal.  ``call_limit``
+        is the session's calls left per verb (the gate's own, which counts them);
+        it stays in the signature for subclasses that override this method."""
+        if isinstance(line, bytes) and log.isEnabledFor(logging.INFO):
             log.info("%r >> %r", self.session.peer, sanitize(line))
-        if self.extensions.bare_lf is BareNewlinePolicy.REJECT and (
-            self._inbound.last_line_bare_lf or b"\r" in line
-        ):
-            # Postfix's smtpd_forbid_bare_newline: a line must end with CRLF and hold
-            # no other CR or LF, so no peer can disagree about where it ends.
-            await self._reply("500 5.5.2 Error: bare <CR> or <LF> received")
-            if line[:5].upper() in (b"BDAT", b"BDAT "):
-                # Its chunk's octets follow: they must not be read as commands.
-                self._close_transport()
-            return
-        line = line.rstrip(b"\r")
-        if not line:
-            await self._reply("500 Error: bad syntax")
-            return
-        verb, _, arg_bytes = line.partition(b" ")
-        if not verb.isalpha() and (not verb.isascii() or _CONTROL.search(verb)):
-            # Never echo a control character back in "command not recognized".
-            await self._reply("500 Error: bad syntax")
-            return
-        command = verb.upper().decode("ascii")
-        self._current_command = command
-        if command in _HTTP_METHODS and _HTTP_REQUEST.search(line):
-            # A browser or an HTTP proxy tunnel pointed at the SMTP port (a
-            # cross-protocol attack): nothing useful can follow.
-            log.warning("%r sent an HTTP request", self.session.peer)
-            await self._reply("421 4.7.0 Error: HTTP request refused, this is an SMTP server")
-            self._close_transport()
-            return
-        arg: str | None = None
-        if arg_bytes:
-            arg_bytes = arg_bytes.strip()
-            if self.enable_SMTPUTF8:
-                arg = arg_bytes.decode("utf-8", "surrogateescape")
-            elif not arg_bytes.isascii():
-                await self._reply("500 Error: strict ASCII mode")
-                return
-            else:
-                arg = arg_bytes.decode("ascii")
-        limit = (
-            self.command_size_limits[command]
-            if self.session.extended_smtp
-            else self.command_size_limit
+        screened = self._gate.screen(
+            line,
+            max_length=self.command_size_limit,
+            max_lengths=self.command_size_limits if self.session.extended_smtp else None,
+            bare_lf=self._inbound.last_line_bare_lf,
+            utf8=self.enable_SMTPUTF8,
+            handshake_refused=not self._tls_handshake_okay,
+            starttls_required=self.require_starttls and not self._tls_protocol,
         )
-        if len(line) > limit:
-            await self._reply("500 Command line too long")
-            return
-        if not self._tls_handshake_okay and command != "QUIT":
-            await self._reply("554 Command refused due to lack of security")
-            return
-        if (
-            self.require_starttls
-            and not self._tls_protocol
-            and command not in ALLOWED_BEFORE_STARTTLS
-        ):
-            await self._reply("530 Must issue a STARTTLS command first")
-            return
-        if self._enforce_call_limit:
-            budget = call_limit[command]
-            if budget < 1:
-                log.warning("%r over limit for %s", self.session.peer, command)
-                await self._reply(f"421 4.7.0 {command} sent too many times")
+        if isinstance(screened, CommandRefusal):
+            self._current_command = screened.verb  # "" until the verb is known
+            if screened.log_reason is not None:
+                log.warning("%r %s", self.session.peer, screened.log_reason)
+            await self._reply(screened.reply)
+            if screened.close:
                 self._close_transport()
-                return
-            call_limit[command] = budget - 1
-        method = self._smtp_methods.get(command)
-        if method is None:
-            log.warning("%r unrecognised: %s", self.session.peer, command)
-            self._bogus_budget -= 1
-            if self._bogus_budget < 1:
-                log.warning("%r too many bogus commands", self.session.peer)
-                await self._reply("502 5.5.1 Too many unrecognized commands, goodbye.")
-                self._close_transport()
-                return
-            await self._reply(f'500 Error: command "{command}" not recognized')
             return
-        await method(self, arg)
+        verb, arg = screened
+        self._current_command = verb
+        await self._smtp_methods[verb](self, arg)
 
     async def handle_exception(self, error: Exception) -> str:
         hook = getattr(self.event_handler, "handle_exception", None)
@@ -613,14 +532,6 @@ def ssl_facts(transport: asyncio.BaseTransport) -> dict[str, Any]:
     """What aiosmtpd users read from ``session.ssl`` after the handshake."""
     names = ("peercert", "cipher", "compression", "ssl_object", "sslcontext", "peername")
     return {name: transport.get_extra_info(name) for name in names}
-
-
-def printable(text: str) -> str:
-    """Client text made safe to echo in a reply: control characters become '?'."""
-    return _CONTROL_TEXT.sub("?", text)
-
-
-_CONTROL_TEXT: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def sanitize(line: bytes) -> bytes:

@@ -24,12 +24,15 @@ from smtpwire.common.data import (
     DataViolation,
 )
 from smtpwire.common.errors import ProtocolError
-from smtpwire.common.mail_parameters import (
-    parse_bdat,
-    parse_envid,
-    parse_notify,
-    parse_orcpt,
-    parse_ret,
+from smtpwire.common.mail_parameters import parse_bdat
+from smtpwire.common.server_rules import (
+    ALLOWED_BEFORE_STARTTLS,
+    BOGUS_LIMIT,
+    CALL_LIMIT_DEFAULT,
+    check_mail_parameters,
+    parse_mail_dsn,
+    parse_rcpt_parameters,
+    printable,
 )
 
 from ._auth import (
@@ -44,16 +47,12 @@ from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
 from ._inbound import ExactBytes
 from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
 from ._protocol import (
-    ALLOWED_BEFORE_STARTTLS,
-    BOGUS_LIMIT,
-    CALL_LIMIT_DEFAULT,
     DATA_SIZE_DEFAULT,
     SessionProtocol,
     TLSSetupException,
     __ident__,
     auth_mechanism,
     login_always_fail,
-    printable,
     sanitize,
     ssl_facts,
     syntax,
@@ -386,9 +385,22 @@ class SMTP(SessionProtocol):
         if self.envelope.mail_from:
             await self._reply("503 Error: nested MAIL command")
             return
-        error = self._check_mail_options(mail_options, syntax_error)
-        if error is None and self.extensions.dsn:
-            error = self._take_mail_dsn(raw)
+        extensions = self.extensions
+        error = check_mail_parameters(
+            mail_options,
+            syntax_error,
+            size_limit=self.data_size_limit,
+            smtputf8=self.enable_SMTPUTF8,
+            decode_data=self._decode_data,
+            chunking=extensions.chunking,
+            dsn=extensions.dsn,
+        )
+        if error is None and extensions.dsn:
+            mail_dsn = parse_mail_dsn(raw)
+            if isinstance(mail_dsn, str):
+                error = mail_dsn
+            else:
+                self.envelope.dsn_ret, self.envelope.dsn_envid = mail_dsn
         if error is not None:
             await self._reply(error)
             return
@@ -407,62 +419,6 @@ class SMTP(SessionProtocol):
         log.info("%r sender: %s", self.session.peer, address)
         await self._reply(status)
 
-    def _check_mail_options(self, mail_options: list[str], syntax_error: str) -> str | None:
-        """The error reply for MAIL parameters this server does not take, if any."""
-        if not mail_options:
-            return None  # BODY defaults to 7BIT, which every server takes
-        params: dict[str, str | None] = {}
-        for option in mail_options:
-            keyword, equals, value = option.partition("=")
-            params[keyword] = value if equals else None
-        bodies = (
-            ("7BIT", "8BITMIME", "BINARYMIME") if self.extensions.chunking else ("7BIT", "8BITMIME")
-        )
-        if not self._decode_data and params.pop("BODY", "7BIT") not in bodies:
-            return f"501 Error: BODY can only be one of {', '.join(bodies)}"
-        if "SMTPUTF8" in params:
-            if params.pop("SMTPUTF8") is not None:
-                return "501 Error: SMTPUTF8 takes no arguments"
-            if not self.enable_SMTPUTF8:
-                return "501 Error: SMTPUTF8 disabled"
-        if "SIZE" in params:
-            size = params.pop("SIZE")
-            if size is None or not (size.isascii() and size.isdigit()):
-                return syntax_error
-            if self.data_size_limit and int(size) > self.data_size_limit:
-                return "552 Error: message size exceeds fixed maximum message size"
-        if self.extensions.dsn:
-            params.pop("RET", None)
-            params.pop("ENVID", None)
-        if params:
-            return "555 MAIL FROM parameters not recognized or not implemented"
-        return None
-
-    def _take_mail_dsn(self, raw: dict[str, str | None]) -> str | None:
-        """Store MAIL's DSN parameters (RFC 3461) on the envelope; an error reply if bad."""
-        try:
-            ret = None if "RET" not in raw else parse_ret(raw["RET"])
-            envid = None if "ENVID" not in raw else parse_envid(raw["ENVID"])
-        except ProtocolError as error:
-            return f"501 5.5.4 Error: {printable(str(error))}"
-        self.envelope.dsn_ret, self.envelope.dsn_envid = ret, envid
-        return None
-
-    def _rcpt_dsn(self, raw: dict[str, str | None]) -> RecipientDSN | str | None:
-        """RCPT's parameters: NOTIFY and ORCPT with DSN on, nothing else; the DSN
-        request, an error reply, or None when there are no parameters."""
-        if not raw:
-            return None
-        unknown = set(raw) - ({"NOTIFY", "ORCPT"} if self.extensions.dsn else set())
-        if unknown:
-            return "555 RCPT TO parameters not recognized or not implemented"
-        try:
-            notify = None if "NOTIFY" not in raw else parse_notify(raw["NOTIFY"])
-            orcpt = None if "ORCPT" not in raw else parse_orcpt(raw["ORCPT"])
-        except ProtocolError as error:
-            return f"501 5.5.4 Error: {printable(str(error))}"
-        return RecipientDSN(notify, orcpt)
-
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         if self._may_refuse_transaction() and (
@@ -478,10 +434,11 @@ class SMTP(SessionProtocol):
             await self._reply(parsed)
             return
         address, rcpt_options, raw = parsed
-        dsn = self._rcpt_dsn(raw)
-        if isinstance(dsn, str):
-            await self._reply(dsn)
+        parsed_dsn = parse_rcpt_parameters(raw, dsn=self.extensions.dsn)
+        if isinstance(parsed_dsn, str):
+            await self._reply(parsed_dsn)
             return
+        dsn = None if parsed_dsn is None else RecipientDSN(*parsed_dsn)
         if len(self.envelope.rcpt_tos) >= self.extensions.rcpt_limit:
             # RFC 5321 4.5.3.1.10 and RFC 9422's RCPTMAX: temporary, so the client
             # sends the rest in another transaction.
