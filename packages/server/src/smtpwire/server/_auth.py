@@ -1,10 +1,17 @@
 """The AUTH command (RFC 4954) with aiosmtpd's hook model and reply texts.
 
+:class:`AuthMixin` is the whole of the server's AUTH: its settings and state, the
+command, the challenge/response exchange, the built-in mechanisms and the call
+of the authenticator.  :class:`~smtpwire.server.smtp.SMTP` inherits it through the
+session engine (:class:`~smtpwire.server._protocol.SessionProtocol`), and the
+few things it needs from the engine are declared at the top of the class, so
+this module imports nothing of the engine.
+
 Mechanisms are methods named ``auth_<NAME>`` on the SMTP object (the built-in
 PLAIN and LOGIN) or on the handler (which wins); ``auth_X__Y`` serves ``X-Y``,
-and :func:`~smtpwire.server.smtp.auth_mechanism` names any other.  Unlike
-aiosmtpd, the mechanism a client names is matched case-insensitively (RFC 4954
-section 4; aiosmtpd's issue #305) and an authenticator may be a coroutine.
+and :func:`auth_mechanism` names any other.  Unlike aiosmtpd, the mechanism a
+client names is matched case-insensitively (RFC 4954 section 4; aiosmtpd's issue
+#305) and an authenticator may be a coroutine.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import base64
 import inspect
 import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 from smtpwire.common.errors import SASLDecodeError
 from smtpwire.common.lines import LineTooLong
@@ -28,20 +36,26 @@ from smtpwire.common.sasl import (
 )
 
 from ._discovery import SharedTables, method_names
-from .session import MISSING, AuthResult, LoginPassword
-
-if TYPE_CHECKING:
-    from .smtp import SMTP
+from ._syntax import syntax
+from .session import (
+    MISSING,
+    AuthCallbackType,
+    AuthenticatorType,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    PeerType,
+    Session,
+)
 
 __all__ = [
+    "VALID_AUTHMECH",
     "AuthMethod",
+    "AuthMixin",
     "CramMD5Secret",
-    "auth_cram_md5",
-    "authenticate",
-    "challenge_client",
+    "auth_mechanism",
     "check_mechanism_name",
-    "discover_auth_methods",
-    "run_auth",
+    "login_always_fail",
 ]
 
 log = logging.getLogger("mail.log")
@@ -55,23 +69,7 @@ CODE_INVALID: Final = "535 5.7.8 Authentication credentials invalid"
 # an awaitable of it), or None for an unknown user.
 CramMD5Secret = Callable[[bytes], "str | bytes | Awaitable[str | bytes | None] | None"]
 
-
-class AuthMethod(NamedTuple):
-    """A mechanism: ``attribute`` of the server (built in) or of its handler, looked
-    up when called so that one table serves every connection; or a ``function``."""
-
-    is_builtin: bool
-    attribute: str = ""
-    function: Callable[[SMTP, list[str]], Awaitable[Any]] | None = None
-
-    def call(self, server: SMTP, args: list[str]) -> Awaitable[Any]:
-        # Every mechanism is called as method(server, args); the server's own bound
-        # methods therefore take the server a second time, as an ignored argument.
-        if self.function is not None:
-            return self.function(server, args)
-        owner = server if self.is_builtin else server.event_handler
-        method: Callable[[SMTP, list[str]], Awaitable[Any]] = getattr(owner, self.attribute)
-        return method(server, args)
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def check_mechanism_name(name: str) -> str:
@@ -79,6 +77,36 @@ def check_mechanism_name(name: str) -> str:
     if not VALID_AUTHMECH.match(upper):
         raise ValueError(f"Invalid AUTH mechanism name: {name!r}")
     return upper
+
+
+def auth_mechanism(actual_name: str) -> Callable[[_Method], _Method]:
+    """Give an ``auth_*`` method a mechanism name a Python identifier cannot spell."""
+    name = check_mechanism_name(actual_name)
+
+    def decorator(function: _Method) -> _Method:
+        function.__auth_mechanism_name__ = name  # type: ignore[attr-defined]
+        return function
+
+    return decorator
+
+
+def login_always_fail(mechanism: str, login: bytes, password: bytes) -> bool:
+    return False
+
+
+class AuthMethod(NamedTuple):
+    """A mechanism: the method named ``attribute`` of the server (built in) or of
+    its handler, looked up when called so that one table serves every connection."""
+
+    is_builtin: bool
+    attribute: str
+
+    def call(self, server: AuthMixin, args: list[str]) -> Awaitable[Any]:
+        # Every mechanism is called as method(server, args); the server's own bound
+        # methods therefore take the server a second time, as an ignored argument.
+        owner = server if self.is_builtin else server.event_handler
+        method: Callable[[AuthMixin, list[str]], Awaitable[Any]] = getattr(owner, self.attribute)
+        return method(server, args)
 
 
 def _mechanisms_of(owner: Any, names: tuple[str, ...], builtin: bool) -> dict[str, AuthMethod]:
@@ -109,7 +137,8 @@ def discover_auth_methods(
         table = _mechanisms_of(server, own_names, builtin=True)
         table.update(_mechanisms_of(handler, handler_names, builtin=False))
         if cram_md5:
-            table.setdefault("CRAM-MD5", AuthMethod(True, function=auth_cram_md5))
+            # Not an ``auth_*`` name: offered only when there is a secret lookup.
+            table.setdefault("CRAM-MD5", AuthMethod(True, "_auth_cram_md5"))
         for name in leave_out:
             table.pop(name, None)
         methods = _AUTH_TABLES.put(type(server), key, MappingProxyType(table))
@@ -122,157 +151,252 @@ def discover_auth_methods(
     return methods
 
 
-async def run_auth(server: SMTP, arg: str | None) -> None:
-    if await server.check_helo_needed("EHLO"):
-        return
-    session = server.session
-    if not session.extended_smtp:
-        await server._reply("500 Error: command 'AUTH' not recognized")
-        return
-    if server._auth_require_tls and not server._tls_protocol:
-        await server._reply("538 5.7.11 Encryption required for requested authentication mechanism")
-        return
-    if session.authenticated:
-        await server._reply("503 Already authenticated")
-        return
-    if not arg:
-        await server._reply("501 Not enough value")
-        return
-    args = arg.split()
-    if len(args) > 2:
-        await server._reply("501 Too many values")
-        return
-    args[0] = args[0].upper()
-    auth_method = server._auth_methods.get(args[0])
-    if auth_method is None:
-        await server._reply("504 5.5.4 Unrecognized authentication type")
-        return
-    status = await server._call_handler_hook("AUTH", args)
-    if status is MISSING:
-        result = await auth_method.call(server, args)
-        status = _status_of(server, result)
-    if status is not None:
-        await server._reply(status)
+class AuthMixin:
+    """AUTH for :class:`~smtpwire.server.smtp.SMTP`, with aiosmtpd's attribute and
+    method names (users' subclasses override ``smtp_AUTH``, ``challenge_auth``,
+    ``_authenticate``, ``auth_PLAIN``…; their tests read ``_auth_methods``…).
 
+    It comes last among the engine's bases, so that the engine's methods, not the
+    stubs below, answer for what the engine provides."""
 
-def _status_of(server: SMTP, result: Any) -> str | None:
-    """The reply for what a mechanism returned (None: it already replied)."""
-    session = server.session
-    if isinstance(result, AuthResult):
-        if result.success:
-            session.authenticated = True
-            session.auth_data = result.auth_data
-            session.login_data = getattr(result.auth_data, "login", None)
-            return result.message or CODE_SUCCESS
-        if result.handled:
+    AuthLoginUsernameChallenge = "User Name\x00"
+    AuthLoginPasswordChallenge = "Password\x00"
+
+    # Set by _init_auth from the constructor's arguments.
+    _auth_required: bool
+    _auth_require_tls: bool
+    _authenticator: AuthenticatorType | None
+    _auth_callback: AuthCallbackType
+    _cram_md5_secret: CramMD5Secret | None
+    _auth_methods: Mapping[str, AuthMethod]
+
+    # -- what the session engine provides -----------------------------------------------
+
+    session: Session
+    envelope: Envelope
+    event_handler: Any
+    hostname: str
+    _tls_protocol: Any  # true once the connection is encrypted
+
+    async def _reply(self, status: str | bytes) -> None:
+        raise NotImplementedError
+
+    async def _next_line(self) -> bytes | LineTooLong | None:
+        raise NotImplementedError
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def check_helo_needed(self, helo: str = "HELO") -> bool:
+        raise NotImplementedError
+
+    def _describe_peer(self) -> PeerType:
+        raise NotImplementedError
+
+    # -- setup and the other commands' view of AUTH -------------------------------------
+
+    def _init_auth(
+        self,
+        handler: Any,
+        *,
+        auth_required: bool,
+        auth_require_tls: bool,
+        auth_exclude_mechanism: Iterable[str],
+        auth_callback: AuthCallbackType | None,
+        authenticator: AuthenticatorType | None,
+        cram_md5_secret: CramMD5Secret | None,
+    ) -> None:
+        """Called by the constructor, whose arguments these are."""
+        self._auth_required = auth_required
+        self._auth_require_tls = auth_require_tls
+        if auth_required and not auth_require_tls:
+            warnings.warn(
+                "Requiring AUTH while not requiring TLS can lead to security vulnerabilities!",
+                UserWarning,
+                stacklevel=3,  # the constructor's caller
+            )
+            log.warning("auth_required == True but auth_require_tls == False")
+        self._authenticator = authenticator
+        self._auth_callback = auth_callback or login_always_fail
+        self._cram_md5_secret = cram_md5_secret
+        self._auth_methods = discover_auth_methods(
+            self, handler, auth_exclude_mechanism, cram_md5=cram_md5_secret is not None
+        )
+
+    def _ehlo_auth_line(self) -> str | None:
+        """EHLO's AUTH line, or None while AUTH is not on offer."""
+        if self._auth_methods and (not self._auth_require_tls or self._tls_protocol):
+            return "250-AUTH " + " ".join(sorted(self._auth_methods))
+        return None
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        if self._auth_required and not self.session.authenticated:
+            log.info("%s: Authentication required", caller_method)
+            await self._reply("530 5.7.0 Authentication required")
+            return True
+        return False
+
+    # -- the command --------------------------------------------------------------------
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        if await self.check_helo_needed("EHLO"):
+            return
+        session = self.session
+        if not session.extended_smtp:
+            await self._reply("500 Error: command 'AUTH' not recognized")
+            return
+        if self._auth_require_tls and not self._tls_protocol:
+            await self._reply(
+                "538 5.7.11 Encryption required for requested authentication mechanism"
+            )
+            return
+        if session.authenticated:
+            await self._reply("503 Already authenticated")
+            return
+        if not arg:
+            await self._reply("501 Not enough value")
+            return
+        args = arg.split()
+        if len(args) > 2:
+            await self._reply("501 Too many values")
+            return
+        args[0] = args[0].upper()
+        auth_method = self._auth_methods.get(args[0])
+        if auth_method is None:
+            await self._reply("504 5.5.4 Unrecognized authentication type")
+            return
+        status = await self._call_handler_hook("AUTH", args)
+        if status is MISSING:
+            result = await auth_method.call(self, args)
+            status = self._record_auth_result(result)
+        if status is not None:
+            await self._reply(status)
+
+    def _record_auth_result(self, result: Any) -> str | None:
+        """Keep what a mechanism decided on the session; the reply to send (None:
+        the mechanism already replied)."""
+        session = self.session
+        if isinstance(result, AuthResult):
+            if result.success:
+                session.authenticated = True
+                session.auth_data = result.auth_data
+                session.login_data = getattr(result.auth_data, "login", None)
+                return result.message or CODE_SUCCESS
+            if result.handled:
+                return None
+            return result.message or CODE_INVALID
+        if result is None:
             return None
-        return result.message or CODE_INVALID
-    if result is None:
-        return None
-    if result is MISSING or result is False:
-        return CODE_INVALID
-    # A legacy mechanism returned its login data.
-    session.authenticated = True
-    session.login_data = result
-    return CODE_SUCCESS
+        if result is MISSING or result is False:
+            return CODE_INVALID
+        # A legacy mechanism returned its login data.
+        session.authenticated = True
+        session.login_data = result
+        return CODE_SUCCESS
 
+    # -- the exchange -------------------------------------------------------------------
 
-async def challenge_client(
-    server: SMTP, challenge: str | bytes, encode_to_b64: bool, log_client_response: bool
-) -> bytes | Any:
-    raw = challenge.encode() if isinstance(challenge, str) else challenge
-    # An empty challenge is "334 " with nothing after it, as aiosmtpd sends for PLAIN.
-    line = b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw)
-    await server._reply(line)
-    answer = await server._next_line()
-    if answer is None:
-        return MISSING
-    if isinstance(answer, LineTooLong):
-        await server._reply("500 5.5.6 Authentication Exchange line is too long")
-        return MISSING
-    if log_client_response:
-        log.debug("%r >> %r", server._describe_peer(), answer)
-    blob = answer.strip()
-    if blob == b"*":
-        log.warning("%r aborted AUTH with '*'", server._describe_peer())
-        await server._reply("501 5.7.0 Auth aborted")
-        return MISSING
-    try:
-        return b64decode(blob)
-    except SASLDecodeError:
-        await server._reply("501 5.5.2 Can't decode base64")
-        return MISSING
+    async def challenge_auth(
+        self,
+        challenge: str | bytes,
+        encode_to_b64: bool = True,
+        log_client_response: bool = False,
+    ) -> bytes | Any:
+        """Send a ``334`` challenge and return the client's decoded answer, or
+        MISSING after a ``501`` (aborted or undecodable answer)."""
+        raw = challenge.encode() if isinstance(challenge, str) else challenge
+        # An empty challenge is "334 " with nothing after it, as aiosmtpd sends for PLAIN.
+        line = b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw)
+        await self._reply(line)
+        answer = await self._next_line()
+        if answer is None:
+            return MISSING
+        if isinstance(answer, LineTooLong):
+            await self._reply("500 5.5.6 Authentication Exchange line is too long")
+            return MISSING
+        if log_client_response:
+            log.debug("%r >> %r", self._describe_peer(), answer)
+        blob = answer.strip()
+        if blob == b"*":
+            log.warning("%r aborted AUTH with '*'", self._describe_peer())
+            await self._reply("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return b64decode(blob)
+        except SASLDecodeError:
+            await self._reply("501 5.5.2 Can't decode base64")
+            return MISSING
 
+    async def _initial_response(self, args: list[str], challenge: str) -> bytes | None:
+        """The client's first answer: the initial response in ``args[1]`` if given,
+        else the answer to ``challenge``; None when a ``501`` already went out."""
+        if len(args) == 1:
+            answer = await self.challenge_auth(challenge)
+            return None if answer is MISSING else bytes(answer)
+        try:
+            return b64decode(args[1])
+        except SASLDecodeError:
+            await self._reply("501 5.5.2 Can't decode base64")
+            return None
 
-async def authenticate(server: SMTP, mechanism: str, auth_data: Any) -> AuthResult:
-    if server._authenticator is not None:
-        session, envelope = server.session, server.envelope
-        result = server._authenticator(server, session, envelope, mechanism, auth_data)
-        if inspect.isawaitable(result):
-            result = await result
-        if not isinstance(result, AuthResult):
-            raise TypeError(f"authenticator returned {result!r}, not an AuthResult")
-        return result
-    login, password = auth_data
-    if server._auth_callback(mechanism, login, password):
-        return AuthResult(success=True, handled=True, auth_data=auth_data)
-    return AuthResult(success=False, handled=False)
-
-
-async def first_response(server: SMTP, args: list[str], challenge: str) -> bytes | None:
-    """The client's first answer: the initial response in ``args[1]`` if given,
-    else the answer to ``challenge``; None when a ``501`` already went out."""
-    if len(args) == 1:
-        answer = await server.challenge_auth(challenge)
-        return None if answer is MISSING else bytes(answer)
-    try:
-        return b64decode(args[1])
-    except SASLDecodeError:
-        await server._reply("501 5.5.2 Can't decode base64")
-        return None
-
-
-async def auth_plain(server: SMTP, args: list[str]) -> AuthResult:
-    answer = await first_response(server, args, "")
-    if answer is None:
-        return AuthResult(success=False, handled=True)
-    parts = answer.split(b"\x00")
-    if len(parts) != 3:
-        await server._reply("501 5.5.2 Can't split auth value")
-        return AuthResult(success=False, handled=True)
-    return await server._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
-
-
-async def auth_login(server: SMTP, args: list[str]) -> AuthResult:
-    login = await first_response(server, args, server.AuthLoginUsernameChallenge)
-    if login is None:
-        return AuthResult(success=False, handled=True)
-    password = await server.challenge_auth(server.AuthLoginPasswordChallenge)
-    if password is MISSING:
-        return AuthResult(success=False, handled=True)
-    return await server._authenticate("LOGIN", LoginPassword(login, password))
-
-
-async def auth_cram_md5(server: SMTP, args: list[str]) -> AuthResult:
-    """CRAM-MD5 (RFC 2195), offered when the server has a ``cram_md5_secret``
-    lookup: a fresh CSPRNG challenge, the digest checked in constant time.  The
-    authenticator is not consulted (it never sees a password here)."""
-    if len(args) > 1:
-        await server._reply("501 5.5.2 CRAM-MD5 takes no initial response")
-        return AuthResult(success=False, handled=True)
-    challenge = cram_md5_challenge(server.hostname)
-    answer = await server.challenge_auth(challenge)
-    if answer is MISSING:
-        return AuthResult(success=False, handled=True)
-    try:
-        username, digest = decode_cram_md5(b64encode(bytes(answer)))
-    except SASLDecodeError:
-        await server._reply("501 5.5.2 Can't split auth value")
-        return AuthResult(success=False, handled=True)
-    lookup = server._cram_md5_secret
-    secret = None if lookup is None else lookup(username)
-    if inspect.isawaitable(secret):
-        secret = await secret
-    if secret is None or not cram_md5_verify(digest, challenge, secret):
+    async def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        """Check credentials: the ``authenticator`` if there is one, else the
+        ``auth_callback`` (aiosmtpd's override point)."""
+        if self._authenticator is not None:
+            session, envelope = self.session, self.envelope
+            result = self._authenticator(self, session, envelope, mechanism, auth_data)
+            if inspect.isawaitable(result):
+                result = await result
+            if not isinstance(result, AuthResult):
+                raise TypeError(f"authenticator returned {result!r}, not an AuthResult")
+            return result
+        login, password = auth_data
+        if self._auth_callback(mechanism, login, password):
+            return AuthResult(success=True, handled=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False)
-    return AuthResult(success=True, auth_data=username)
+
+    # -- the built-in mechanisms ----------------------------------------------------------
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        answer = await self._initial_response(args, "")
+        if answer is None:
+            return AuthResult(success=False, handled=True)
+        parts = answer.split(b"\x00")
+        if len(parts) != 3:
+            await self._reply("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate("PLAIN", LoginPassword(parts[1], parts[2]))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        login = await self._initial_response(args, self.AuthLoginUsernameChallenge)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate("LOGIN", LoginPassword(login, password))
+
+    async def _auth_cram_md5(self, _: Any, args: list[str]) -> AuthResult:
+        """CRAM-MD5 (RFC 2195), offered when the server has a ``cram_md5_secret``
+        lookup: a fresh CSPRNG challenge, the digest checked in constant time.  The
+        authenticator is not consulted (it never sees a password here)."""
+        if len(args) > 1:
+            await self._reply("501 5.5.2 CRAM-MD5 takes no initial response")
+            return AuthResult(success=False, handled=True)
+        challenge = cram_md5_challenge(self.hostname)
+        answer = await self.challenge_auth(challenge)
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        try:
+            username, digest = decode_cram_md5(b64encode(bytes(answer)))
+        except SASLDecodeError:
+            await self._reply("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        lookup = self._cram_md5_secret
+        secret = None if lookup is None else lookup(username)
+        if inspect.isawaitable(secret):
+            secret = await secret
+        if secret is None or not cram_md5_verify(digest, challenge, secret):
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=username)

@@ -33,6 +33,7 @@ from smtpwire.common.data import DataDecoder
 from smtpwire.common.lines import LineTooLong
 
 from ._inbound import ExactBytes, Inbound
+from .observe import Observer
 from .proxy_protocol import HeaderCollector
 
 __all__ = ["Connection"]
@@ -66,8 +67,10 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         timeout: float,
         session_limit: float | None = None,
         min_data_rate: float | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.transport = None
+        self._observer = observer  # see smtpwire.server.observe
         self._session_limit = session_limit
         self._min_data_rate = min_data_rate
         self._message_octets = 0  # received while reading the current message
@@ -345,11 +348,21 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     def _queue_reply(self, status: str | bytes) -> bool:
         """Queue one reply; True when enough is queued to be written out now."""
         reply = self._encode_reply(status) if isinstance(status, str) else status
+        if self._observer is not None and self.transport is not None and not self._close_called:
+            self._tell_observer(self._observer.reply_sent, reply)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%r << %r", self._describe_peer(), reply)
         self._outbox.append(reply + b"\r\n")
         self._outbox_size += len(reply) + 2
         return self._outbox_size >= _OUTBOX_FLUSH_AT
+
+    def _tell_observer(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call a method of the observer; what it raises is logged, and None returned."""
+        try:
+            return method(self, *args)
+        except Exception:
+            log.exception("%r observer's %s failed", self._describe_peer(), method.__name__)
+            return None
 
     def _flush(self) -> None:
         if not self._outbox:
@@ -480,7 +493,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
 
     def _say_and_close(self, status: str) -> None:
         """A last reply from outside the runner, after any already queued."""
-        self._outbox.append(self._encode_reply(status) + b"\r\n")
+        self._queue_reply(status)
         self._close_transport()
 
     def _discard_input(self) -> None:

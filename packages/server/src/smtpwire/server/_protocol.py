@@ -19,16 +19,18 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple
 
 from smtpwire.common.lines import LineTooLong
 from smtpwire.common.server_rules import CommandGate, CommandRefusal
 
-from ._auth import CramMD5Secret, check_mechanism_name, discover_auth_methods
+from ._auth import AuthMixin, CramMD5Secret
 from ._connection import Connection
 from ._content import ChunkLineEndings, MessageContent
 from ._discovery import SharedTables, has_dynamic_attributes, method_names
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
+from ._observing import ObserverMixin, sanitize
+from .observe import Observer
 from .proxy_protocol import HeaderCollector, parse_header
 from .session import (
     MISSING,
@@ -52,42 +54,11 @@ ERROR_LIMIT_MODERN: Final = 20
 # server's own limit, which a well-behaved client may meet many times.
 _ERROR_CLASSES: Final = ("5", b"5")
 
-_Method = TypeVar("_Method", bound=Callable[..., Any])
 _CommandFunction = Callable[[Any, str | None], Awaitable[None]]
 
 
 class TLSSetupException(Exception):
     """The TLS handshake after STARTTLS failed."""
-
-
-def syntax(
-    text: str, extended: str | None = None, when: str | None = None
-) -> Callable[[_Method], _Method]:
-    """Document an ``smtp_VERB`` method for HELP; ``extended`` is added after EHLO
-    and ``when`` names an SMTP attribute that must be true for the verb to be listed."""
-
-    def decorator(function: _Method) -> _Method:
-        function.__smtp_syntax__ = text  # type: ignore[attr-defined]
-        function.__smtp_syntax_extended__ = extended  # type: ignore[attr-defined]
-        function.__smtp_syntax_when__ = when  # type: ignore[attr-defined]
-        return function
-
-    return decorator
-
-
-def auth_mechanism(actual_name: str) -> Callable[[_Method], _Method]:
-    """Give an ``auth_*`` method a mechanism name a Python identifier cannot spell."""
-    name = check_mechanism_name(actual_name)
-
-    def decorator(function: _Method) -> _Method:
-        function.__auth_mechanism_name__ = name  # type: ignore[attr-defined]
-        return function
-
-    return decorator
-
-
-def login_always_fail(mechanism: str, login: bytes, password: bytes) -> bool:
-    return False
 
 
 _COMMAND_TABLES: Final = SharedTables()
@@ -140,14 +111,14 @@ def _ehlo_hook_version(handler: Any) -> str:
     raise RuntimeError("Unsupported EHLO Hook")
 
 
-class SessionProtocol(Connection):
-    """What every SMTP-like session shares; see :class:`~smtpwire.server.smtp.SMTP`."""
+class SessionProtocol(Connection, AuthMixin, ObserverMixin):
+    """What every SMTP-like session shares; see :class:`~smtpwire.server.smtp.SMTP`.
+    AUTH is :class:`~smtpwire.server._auth.AuthMixin`, last among the bases because
+    its stubs of what the engine provides must not hide the engine's methods."""
 
     command_size_limit = 512
     line_length_limit = 1001
     local_part_limit = 0
-    AuthLoginUsernameChallenge = "User Name\x00"
-    AuthLoginPasswordChallenge = "Password\x00"
 
     def __init__(
         self,
@@ -181,6 +152,7 @@ class SessionProtocol(Connection):
         session_limit: float | None = None,
         min_data_rate: float | None = None,
         error_limit: int | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
         self.made_at = time.monotonic()  # for counting connections not yet made
@@ -208,27 +180,21 @@ class SessionProtocol(Connection):
         self.require_starttls = bool(tls_context) and require_starttls
         self._tls_protocol: Any = None
         self._tls_handshake_okay = True
-        self._auth_required = auth_required
-        self._auth_require_tls = auth_require_tls
-        if auth_required and not auth_require_tls:
-            warnings.warn(
-                "Requiring AUTH while not requiring TLS can lead to security vulnerabilities!",
-                UserWarning,
-                stacklevel=2,
-            )
-            log.warning("auth_required == True but auth_require_tls == False")
+        self._init_auth(
+            handler,
+            auth_required=auth_required,
+            auth_require_tls=auth_require_tls,
+            auth_exclude_mechanism=auth_exclude_mechanism or (),
+            auth_callback=auth_callback,
+            authenticator=authenticator,
+            cram_md5_secret=cram_md5_secret,
+        )
         if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:
             raise ValueError("proxy_protocol_timeout must be > 0")
         if proxy_protocol_timeout is not None and proxy_protocol_timeout < 3.0:
             # A proxy may be slow to send the header it holds until its client speaks.
             log.warning("proxy_protocol_timeout < 3.0")
         self._proxy_timeout = proxy_protocol_timeout
-        self._authenticator = authenticator
-        self._auth_callback = auth_callback or login_always_fail
-        self._cram_md5_secret = cram_md5_secret
-        self._auth_methods = discover_auth_methods(
-            self, handler, auth_exclude_mechanism or (), cram_md5=cram_md5_secret is not None
-        )
         self._hooks = handler_hooks(handler)
         if self._hooks.ehlo_version == "old":
             warnings.warn(
@@ -272,6 +238,7 @@ class SessionProtocol(Connection):
             # person typing a message by hand into the CLI's server would trip it.
             session_limit=3600.0 if session_limit is None and modern else session_limit,
             min_data_rate=min_data_rate,
+            observer=observer,
         )
 
     @property
@@ -356,7 +323,15 @@ class SessionProtocol(Connection):
         self._set_rset_state()
         self.session = self._create_session()
         self.session.peer, self.session.ssl = made.peer, made.ssl
+        at_connect = None if self._observer is None else self._intercept("CONNECT", b"")
+        # With implicit TLS, the observer's reply or delay comes where the greeting
+        # would, after the handshake; a drop comes before it.
+        after_tls = bool(self._implicit_tls and at_connect and at_connect.drop is None)
+        if at_connect and not after_tls and not await self._intervene(at_connect, "CONNECT"):
+            return False
         if self._implicit_tls is not None and not await self._implicit_handshake():
+            return False
+        if at_connect and after_tls and not await self._intervene(at_connect, "CONNECT"):
             return False
         if self._proxy_timeout is not None and not await self._accept_proxy_header():
             return False
@@ -368,6 +343,12 @@ class SessionProtocol(Connection):
         return True
 
     async def _command(self, line: bytes | LineTooLong) -> None:
+        if (
+            self._observer is not None
+            and isinstance(line, bytes)
+            and not await self._observe_command(line)
+        ):
+            return
         await self._dispatch(line, self._gate.calls_left)
 
     async def _command_failed(self, error: Exception) -> None:
@@ -498,13 +479,6 @@ class SessionProtocol(Connection):
             return True
         return False
 
-    async def check_auth_needed(self, caller_method: str) -> bool:
-        if self._auth_required and not self.session.authenticated:
-            log.info("%s: Authentication required", caller_method)
-            await self._reply("530 5.7.0 Authentication required")
-            return True
-        return False
-
     def _syntax_available(self, method: Callable[..., Any]) -> bool:
         if not hasattr(method, "__smtp_syntax__"):
             return False
@@ -532,11 +506,3 @@ def ssl_facts(transport: asyncio.BaseTransport) -> dict[str, Any]:
     """What aiosmtpd users read from ``session.ssl`` after the handshake."""
     names = ("peercert", "cipher", "compression", "ssl_object", "sslcontext", "peername")
     return {name: transport.get_extra_info(name) for name in names}
-
-
-def sanitize(line: bytes) -> bytes:
-    """Keep credentials out of logs: an AUTH line shows only its mechanism."""
-    if line[:5].upper() == b"AUTH ":
-        words = line.split(b" ")
-        return b" ".join([*words[:2], b"********"]) if len(words) > 2 else line
-    return line

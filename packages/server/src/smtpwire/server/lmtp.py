@@ -30,9 +30,8 @@ class LMTP(SMTP):
     async def smtp_EHLO(self, hostname: str | None) -> None:
         await self._reply('500 Error: command "EHLO" not recognized')
 
-    async def _reply_to_message(self, status: object, recipients: int) -> None:
-        for reply in _per_recipient(status, recipients):
-            await self._reply(reply)
+    def _message_replies(self, status: object, recipients: int) -> list[str]:
+        return _per_recipient(status, recipients)
 
 
 def _per_recipient(status: object, recipients: int) -> list[str]:

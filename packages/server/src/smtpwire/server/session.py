@@ -18,7 +18,6 @@ from smtpwire.common.mail_parameters import OriginalRecipient
 
 if TYPE_CHECKING:
     from .proxy_protocol import ProxyData
-    from .smtp import SMTP
 
 __all__ = [
     "MISSING",
@@ -86,7 +85,11 @@ class LoginPassword(NamedTuple):
 
 
 AuthCallbackType = Callable[[str, bytes, bytes], bool]
-AuthenticatorType = Callable[["SMTP", "Session", "Envelope", str, Any], AuthResult]
+# Called as authenticator(server, session, envelope, mechanism, auth_data), the
+# server being the SMTP instance.  Its type is Any, not "SMTP": the engine imports
+# this module, and naming SMTP here would close an import circle.  Any accepts an
+# authenticator annotated ``server: SMTP`` all the same.
+AuthenticatorType = Callable[[Any, "Session", "Envelope", str, Any], AuthResult]
 
 
 class Session:

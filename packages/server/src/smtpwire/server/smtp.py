@@ -35,28 +35,19 @@ from smtpwire.common.server_rules import (
     printable,
 )
 
-from ._auth import (
-    VALID_AUTHMECH,
-    auth_login,
-    auth_plain,
-    authenticate,
-    challenge_client,
-    run_auth,
-)
+from ._auth import VALID_AUTHMECH, auth_mechanism, login_always_fail
 from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
 from ._inbound import ExactBytes
+from ._observing import sanitize
 from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
 from ._protocol import (
     DATA_SIZE_DEFAULT,
     SessionProtocol,
     TLSSetupException,
     __ident__,
-    auth_mechanism,
-    login_always_fail,
-    sanitize,
     ssl_facts,
-    syntax,
 )
+from ._syntax import syntax
 from ._tls import start_tls
 from .session import (
     MISSING,
@@ -135,8 +126,9 @@ class SMTP(SessionProtocol):
         self.command_size_limits["MAIL"] = mail_limit
         if self.tls_context and not self._tls_protocol:
             lines.append("250-STARTTLS")
-        if self._auth_methods and (not self._auth_require_tls or self._tls_protocol):
-            lines.append("250-AUTH " + " ".join(sorted(self._auth_methods)))
+        auth = self._ehlo_auth_line()
+        if auth is not None:
+            lines.append(auth)
         lines.extend(f"250-{keyword}" for keyword in self.extensions.ehlo_keywords())
         return lines
 
@@ -244,7 +236,7 @@ class SMTP(SessionProtocol):
     async def smtp_EXPN(self, arg: str | None) -> None:
         await self._reply("502 EXPN not implemented")
 
-    # -- STARTTLS and AUTH -------------------------------------------------------------------
+    # -- STARTTLS (AUTH is _auth.AuthMixin's) ------------------------------------------------
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
@@ -322,29 +314,6 @@ class SMTP(SessionProtocol):
         self.transport = tls_transport
         self._tls_protocol = True
         return tls_transport
-
-    @syntax("AUTH <mechanism>")
-    async def smtp_AUTH(self, arg: str | None) -> None:
-        await run_auth(self, arg)
-
-    async def challenge_auth(
-        self,
-        challenge: str | bytes,
-        encode_to_b64: bool = True,
-        log_client_response: bool = False,
-    ) -> bytes | Any:
-        """Send a ``334`` challenge and return the client's decoded answer, or
-        MISSING after a ``501`` (aborted or undecodable answer)."""
-        return await challenge_client(self, challenge, encode_to_b64, log_client_response)
-
-    async def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
-        return await authenticate(self, mechanism, auth_data)
-
-    async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
-        return await auth_plain(self, args)
-
-    async def auth_LOGIN(self, _: SMTP, args: list[str]) -> AuthResult:
-        return await auth_login(self, args)
 
     # -- the mail transaction -----------------------------------------------------------------
 
@@ -589,14 +558,16 @@ class SMTP(SessionProtocol):
         await self._complete_message(content)
 
     async def _complete_message(self, content: MessageContent) -> None:
+        verdict: Callable[[], Awaitable[Any]] = self._call_data_hook
         if isinstance(content, Streamed):
-            await self._deliver(content.finish)
-            return
-        refusal = self._store_content(content.value())
-        if refusal is not None:
-            await self._refuse_message(refusal)
+            verdict = content.finish
         else:
-            await self._deliver(self._call_data_hook)
+            refusal = self._store_content(content.value())
+            if refusal is not None:
+                await self._refuse_message(refusal)
+                return
+        if self._observer is None or await self._observer_lets_through(content):
+            await self._deliver(verdict)
 
     def _store_content(self, original_content: bytes) -> str | None:
         """Put a received message on the envelope, decoded if the server decodes;
@@ -616,6 +587,7 @@ class SMTP(SessionProtocol):
     async def _deliver(self, handler_verdict: Callable[[], Awaitable[Any]]) -> None:
         """Hand the received message to the handler and reply.  The end of data ends
         the transaction, even when the handler fails (RFC 5321 section 4.1.1.4)."""
+        envelope: Envelope | None = self.envelope  # the observer's, if accepted
         recipients = len(self.envelope.rcpt_tos)
         try:
             status = await handler_verdict()
@@ -626,9 +598,10 @@ class SMTP(SessionProtocol):
             # Its reply is the message's reply: an LMTP client expects one per recipient.
             self._set_post_data_state()
             status = await self._describe_exception(error)
+            envelope = None
         else:
             self._set_post_data_state()
-        await self._reply_to_message(MISSING if status is None else status, recipients)
+        await self._reply_to_message(MISSING if status is None else status, recipients, envelope)
 
     async def _refuse_message(self, status: str) -> None:
         """End the transaction with a refusal of the message just received."""
@@ -636,9 +609,20 @@ class SMTP(SessionProtocol):
         self._set_post_data_state()
         await self._reply_to_message(status, recipients)
 
-    async def _reply_to_message(self, status: Any, recipients: int) -> None:
-        """The reply to the end of a message's data (LMTP: one per recipient)."""
-        await self._reply("250 OK" if status is MISSING else status)
+    async def _reply_to_message(
+        self, status: Any, recipients: int, envelope: Envelope | None = None
+    ) -> None:
+        """The reply to the end of a message's data (LMTP: one per recipient);
+        ``envelope`` is the message's when the handler gave ``status``."""
+        replies = self._message_replies(status, recipients)
+        if envelope is not None and self._observer is not None:
+            await self._reply_and_report(replies, envelope)
+            return
+        for reply in replies:
+            await self._reply(reply)
+
+    def _message_replies(self, status: Any, recipients: int) -> list[Any]:
+        return ["250 OK" if status is MISSING else status]
 
     async def _call_data_hook(self) -> Any:
         if "DATA" in self._hooks.names:

@@ -12,7 +12,14 @@ package is installed) gives these as fixtures; the classes work without pytest t
 from ._certs import CertificatesUnavailable, TestCertificates, make_certificates
 from ._faults import Drop, Fault, FaultRules
 from ._inbox import Inbox, InboxTimeout, ReceivedMessage
-from ._server import DEFAULT_PASSWORD, DEFAULT_USERNAME, SMTPTestServer, TestingSMTP, TLSMode
+from ._server import (
+    DEFAULT_PASSWORD,
+    DEFAULT_USERNAME,
+    SMTPTestServer,
+    TestingObserver,
+    TestingSMTP,
+    TLSMode,
+)
 
 __all__ = [
     "DEFAULT_PASSWORD",
@@ -27,6 +34,7 @@ __all__ = [
     "SMTPTestServer",
     "TLSMode",
     "TestCertificates",
+    "TestingObserver",
     "TestingSMTP",
     "make_certificates",
 ]

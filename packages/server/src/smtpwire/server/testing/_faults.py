@@ -8,12 +8,13 @@ acted (``fired``), so a test can check that its fault really happened.
 
 from __future__ import annotations
 
-import enum
 import re
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Final
+
+from smtpwire.server.observe import Drop
 
 __all__ = ["COMMANDS", "Drop", "Fault", "FaultRules"]
 
@@ -27,13 +28,6 @@ COMMANDS: Final = frozenset(
 )  # fmt: skip
 
 _REPLY: Final = re.compile(r"[2-5][0-9][0-9]( [^\r\n\x00]*)?")
-
-
-class Drop(enum.Enum):
-    """How a rule ends the connection."""
-
-    BEFORE_REPLY = "before reply"  # the command is read, never answered
-    DURING_DATA = "during data"  # DATA gets its 354, then the server hangs up
 
 
 @dataclass(eq=False)

@@ -8,33 +8,36 @@ It runs in its own thread with its own event loop, so sync tests and async tests
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import dataclasses
 import shutil
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from smtpwire.common.commands import parse_mail_from, parse_rcpt_to
 from smtpwire.common.errors import ProtocolError
-from smtpwire.common.lines import LineTooLong
-from smtpwire.server._protocol import sanitize
 from smtpwire.server.controller import Controller
-from smtpwire.server.session import AuthResult, LoginPassword
-from smtpwire.server.smtp import MISSING, SMTP
+from smtpwire.server.observe import Intervention, Observer
+from smtpwire.server.session import AuthResult, Envelope, LoginPassword
+from smtpwire.server.smtp import SMTP
 
 from ._certs import TestCertificates, make_certificates
-from ._faults import Drop, Fault, FaultRules
+from ._faults import FaultRules
 from ._inbox import Inbox, ReceivedMessage
 
-__all__ = ["DEFAULT_PASSWORD", "DEFAULT_USERNAME", "SMTPTestServer", "TLSMode"]
+__all__ = [
+    "DEFAULT_PASSWORD",
+    "DEFAULT_USERNAME",
+    "SMTPTestServer",
+    "TLSMode",
+    "TestingObserver",
+    "TestingSMTP",
+]
 
 TLSMode = Literal["none", "starttls", "implicit"]
 DEFAULT_USERNAME: Final = "user@example.com"
 DEFAULT_PASSWORD: Final = "correct horse battery staple"  # noqa: S105 - a test account
 TRANSCRIPT_LINES: Final = 2000  # kept per connection (the oldest are dropped first)
-_DATA_GO_AHEAD: Final = "354 End data with <CR><LF>.<CR><LF>"
 
 
 class _State:
@@ -45,143 +48,47 @@ class _State:
         self.inbox = inbox
 
 
+class TestingObserver(Observer):
+    """What the test server does beside each session (one observer per connection):
+    keeps its transcript, applies the fault rules, and files each accepted message
+    in the inbox as its 250 is written (see :mod:`smtpwire.server.observe`)."""
+
+    __test__ = False
+
+    def __init__(self, testing: _State) -> None:
+        self._testing = testing
+        self._transcript: collections.deque[str] = collections.deque(maxlen=TRANSCRIPT_LINES)
+
+    def command_received(self, server: SMTP, line: bytes) -> None:
+        self._transcript.append("C: " + _text(line.rstrip(b"\r")))  # AUTH: masked
+
+    def reply_sent(self, server: SMTP, reply: bytes) -> None:
+        self._transcript.append(f"S: {_text(reply)}")  # as it goes out: enhanced code and all
+
+    def intercept(self, server: SMTP, command: str, line: bytes) -> Intervention | None:
+        if command == "MESSAGE":
+            size = len(server.envelope.original_content or b"")
+            self._transcript.append(f"C: <message, {size} octets>")
+        fault = self._testing.faults.match(command, _addresses(server, command, line))
+        if fault is None:
+            return None
+        return Intervention(reply=fault.reply, delay=fault.delay, drop=fault.drop)
+
+    def message_accepted(self, server: SMTP, envelope: Envelope, replies: Sequence[str]) -> None:
+        # Filed before its 250 is written, in the same step of the loop: a client
+        # that has its 250 finds the message in the inbox.
+        self._testing.inbox.add(_received(server, envelope, tuple(self._transcript)))
+        self._transcript.clear()
+
+
 class TestingSMTP(SMTP):
-    """The session of the test server: keeps a transcript, applies the fault rules,
-    and files each accepted message in the inbox once its 250 has been written."""
+    """The session of the test server: an :class:`SMTP` session with a
+    :class:`TestingObserver`."""
 
     __test__ = False
 
     def __init__(self, handler: Any, *, testing: _State, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._testing = testing
-        self._transcript: collections.deque[str] = collections.deque(maxlen=TRANSCRIPT_LINES)
-        self._accepted: ReceivedMessage | None = None
-        self._after_handshake: Fault | None = None
-
-    # -- transcript ------------------------------------------------------------------
-
-    def _encode_reply(self, status: str) -> bytes:
-        reply = super()._encode_reply(status)  # as it goes out: enhanced code and all
-        self._transcript.append(f"S: {reply.decode('utf-8', 'replace')}")
-        return reply
-
-    def _queue_reply(self, status: str | bytes) -> bool:
-        if isinstance(status, bytes):
-            self._transcript.append(f"S: {status.decode('utf-8', 'replace')}")
-        return super()._queue_reply(status)
-
-    async def _dispatch(
-        self, line: bytes | LineTooLong, call_limit: collections.defaultdict[str, int]
-    ) -> None:
-        if isinstance(line, bytes):
-            self._transcript.append(f"C: {_shown(line)}")
-            verb = line.partition(b" ")[0].rstrip(b"\r").upper().decode("ascii", "replace")
-            fault = self._testing.faults.match(verb, self._addresses(verb, line))
-            if fault is not None and not await self._carry_out(fault, verb):
-                return
-        await super()._dispatch(line, call_limit)
-
-    # -- faults -------------------------------------------------------------------------
-
-    async def _open_session(self) -> bool:
-        fault = self._testing.faults.match("CONNECT")
-        if fault is not None and self._implicit_tls is not None and fault.drop is None:
-            # Its reply or delay comes once TLS is up, as the greeting would.
-            self._after_handshake = fault
-        elif fault is not None and not await self._carry_out(fault, "CONNECT"):
-            return False
-        return await super()._open_session()
-
-    async def _implicit_handshake(self) -> bool:
-        if not await super()._implicit_handshake():
-            return False
-        fault, self._after_handshake = self._after_handshake, None
-        if fault is not None and not await self._carry_out(fault, "CONNECT"):
-            self._close_transport()
-            return False
-        return True
-
-    async def _carry_out(self, fault: Fault, verb: str) -> bool:
-        """Apply a rule; True when the command is then to be carried out as usual."""
-        if not await self._delay_or_drop(fault):
-            return False
-        if fault.drop is Drop.DURING_DATA and verb in ("DATA", "BDAT"):
-            if verb == "DATA":
-                await self.push(_DATA_GO_AHEAD)
-                if not self._inbound.buffered:
-                    await self._wait_for_input()
-            if self.transport is not None:
-                self.transport.abort()  # unread data: the client sees a reset
-            self._close_transport()
-            return False
-        if fault.reply is not None:
-            await self.push(fault.reply)
-            return False
-        return True
-
-    async def _delay_or_drop(self, fault: Fault) -> bool:
-        """Wait as the rule says; False if it then drops the connection."""
-        if fault.delay:
-            await asyncio.sleep(fault.delay)  # the fault itself: a slow server
-        if fault.drop is Drop.BEFORE_REPLY:
-            self._close_transport()
-            return False
-        return True
-
-    # -- messages -------------------------------------------------------------------------
-
-    async def _call_data_hook(self) -> Any:
-        envelope = self.envelope
-        self._transcript.append(f"C: <message, {len(envelope.original_content or b'')} octets>")
-        fault = self._testing.faults.match("MESSAGE", self._addresses("MESSAGE", b""))
-        if fault is not None:
-            if not await self._delay_or_drop(fault):
-                return MISSING  # the connection is closed: nothing is written
-            if fault.reply is not None:
-                return fault.reply  # the reply to the message, which is not recorded
-        status = await super()._call_data_hook()
-        if status is MISSING or (isinstance(status, str) and status.startswith("250")):
-            self._accepted = self._received()
-        return status
-
-    async def _reply_to_message(self, status: Any, recipients: int) -> None:
-        await super()._reply_to_message(status, recipients)  # queues the reply
-        accepted, self._accepted = self._accepted, None
-        transport = self.transport
-        if accepted is None or self._closing or transport is None or transport.is_closing():
-            return
-        # Filed and written in one step of the loop: a client that has its 250 finds
-        # the message in the inbox, and nothing stops the server in between.
-        self._testing.inbox.add(dataclasses.replace(accepted, transcript=tuple(self._transcript)))
-        self._transcript.clear()
-        self._flush()
-
-    def _addresses(self, verb: str, line: bytes) -> tuple[str, ...]:
-        """What an address rule is compared with: the path of MAIL and RCPT; for the
-        message (DATA, BDAT, its final reply) the sender and every recipient."""
-        if verb in ("MAIL", "RCPT"):
-            return _path_in(verb, line)
-        if verb in ("DATA", "BDAT", "MESSAGE"):
-            return (self.envelope.mail_from or "", *self.envelope.rcpt_tos)
-        return ()
-
-    def _received(self) -> ReceivedMessage:
-        envelope, session = self.envelope, self.session
-        ssl_object = (session.ssl or {}).get("ssl_object")
-        login = session.login_data
-        return ReceivedMessage(
-            mail_from=envelope.mail_from or "",
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            raw=envelope.original_content or b"",
-            mail_options=tuple(envelope.mail_options),
-            rcpt_options=tuple(envelope.rcpt_options),
-            peer=session.peer,
-            helo=session.host_name,
-            tls=session.ssl is not None,
-            tls_version=ssl_object.version() if ssl_object is not None else None,
-            authenticated=bool(session.authenticated),
-            auth_login=login.decode("utf-8", "replace") if isinstance(login, bytes) else login,
-        )
+        super().__init__(handler, observer=TestingObserver(testing), **kwargs)
 
 
 class _Accept:
@@ -352,9 +259,38 @@ class SMTPTestServer:
         return AuthResult(success=False, handled=False)
 
 
-def _shown(line: bytes) -> str:
-    """A command line for the transcript: AUTH credentials masked as in the logs."""
-    return sanitize(line.rstrip(b"\r")).decode("utf-8", "replace")
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", "replace")
+
+
+def _addresses(server: SMTP, command: str, line: bytes) -> tuple[str, ...]:
+    """What an address rule is compared with: the path of MAIL and RCPT; for the
+    message (DATA, BDAT, its final reply) the sender and every recipient."""
+    if command in ("MAIL", "RCPT"):
+        return _path_in(command, line)
+    if command in ("DATA", "BDAT", "MESSAGE"):
+        return (server.envelope.mail_from or "", *server.envelope.rcpt_tos)
+    return ()
+
+
+def _received(server: SMTP, envelope: Envelope, transcript: tuple[str, ...]) -> ReceivedMessage:
+    session = server.session
+    ssl_object = (session.ssl or {}).get("ssl_object")
+    login = session.login_data
+    return ReceivedMessage(
+        mail_from=envelope.mail_from or "",
+        rcpt_tos=tuple(envelope.rcpt_tos),
+        raw=envelope.original_content or b"",
+        mail_options=tuple(envelope.mail_options),
+        rcpt_options=tuple(envelope.rcpt_options),
+        peer=session.peer,
+        helo=session.host_name,
+        tls=session.ssl is not None,
+        tls_version=ssl_object.version() if ssl_object is not None else None,
+        authenticated=bool(session.authenticated),
+        auth_login=login.decode("utf-8", "replace") if isinstance(login, bytes) else login,
+        transcript=transcript,
+    )
 
 
 def _path_in(verb: str, line: bytes) -> tuple[str, ...]:
