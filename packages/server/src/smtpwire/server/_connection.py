@@ -56,6 +56,17 @@ _eager_task_factory = getattr(asyncio, "eager_task_factory", None)  # Python 3.1
 class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     """One client connection's I/O; subclassed by :class:`~smtpwire.server.smtp.SMTP`."""
 
+    # Thousands of idle connections are one object each: slots, not a dict of 60
+    # entries (SMTP itself keeps a __dict__ for attributes a subclass or a test adds).
+    __slots__ = (
+        "_before_tls", "_close_called", "_closing", "_context", "_drain_waiter",
+        "_draining", "_guards", "_handler_coroutine", "_idle_since", "_inbound",
+        "_input_waiter", "_message_octets", "_min_data_rate", "_observer", "_outbox",
+        "_outbox_size", "_reading_paused", "_receive_view", "_received_any",
+        "_session_limit", "_starting", "_timeout_duration", "_timeout_handle",
+        "_writing_paused", "loop", "transport",
+    )  # fmt: skip
+
     transport: asyncio.Transport | None
     loop: asyncio.AbstractEventLoop
     _handler_coroutine: asyncio.Task[None] | None

@@ -116,6 +116,19 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
     AUTH is :class:`~smtpwire.server._auth.AuthMixin`, last among the bases because
     its stubs of what the engine provides must not hide the engine's methods."""
 
+    # With AuthMixin's and ObserverMixin's state (only one base can lay out slots;
+    # the mixins have none, which gives instances a __dict__, made only if used).
+    __slots__ = (
+        "__ident__", "_auth_callback", "_auth_methods", "_auth_require_tls",
+        "_auth_required", "_authenticator", "_bdat_content", "_bdat_endings",
+        "_bdat_size", "_bdat_started", "_cram_md5_secret", "_current_command",
+        "_decode_data", "_error_limit", "_errors", "_gate", "_greeting_delay", "_hooks",
+        "_implicit_tls", "_proxy_timeout", "_smtp_methods", "_tls_handshake_okay",
+        "_tls_protocol", "command_size_limits", "data_size_limit", "enable_SMTPUTF8",
+        "envelope", "event_handler", "extensions", "hostname", "made_at",
+        "require_starttls", "session", "tls_context",
+    )  # fmt: skip
+
     command_size_limit = 512
     line_length_limit = 1001
     local_part_limit = 0
