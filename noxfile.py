@@ -1,11 +1,13 @@
-"""Development sessions: ``nox`` runs tests, lint and typecheck; ``nox -s bench``
-runs the benchmarks.
+"""Development sessions: ``nox`` runs tests, tests_uvloop, lint and typecheck;
+``nox -s bench`` runs the benchmarks.
 
 The tests run on every supported Python (3.10 to 3.13) that is installed.  Where
 the extra versions come from pyenv, only pyenv's global version answers by
 default, so PYENV_VERSION is set (current version first) before nox looks for
 interpreters.  Versions that are not installed are left out rather than failing,
-so the README's command works on a machine with a single Python.
+so the README's command works on a machine with a single Python.  tests_uvloop
+runs the whole suite once more, on one Python, with uvloop as the event loop
+(users of ``smtpwire-server[uvloop]`` run the code on it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ RESULTS = "benchmarks/results"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "tests_uvloop", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = False
 
 
@@ -75,6 +77,8 @@ def _installed_pythons() -> list[str]:
 
 _expose_pyenv_versions()
 PYTHONS = _installed_pythons() or [f"{sys.version_info[0]}.{sys.version_info[1]}"]
+# The sessions that need one interpreter: 3.11 where it is installed, else the newest.
+ONE_PYTHON = ["3.11"] if "3.11" in PYTHONS else PYTHONS[-1:]
 
 
 @nox.session(python=PYTHONS)
@@ -84,7 +88,20 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+@nox.session(python=ONE_PYTHON)
+def tests_uvloop(session: nox.Session) -> None:
+    """The whole suite on uvloop: the server package with its ``uvloop`` extra, and
+    SMTPWIRE_TEST_LOOP=uvloop, which tests/conftest.py turns into uvloop's event
+    loop policy (so every loop the tests make is a uvloop loop)."""
+    if sys.platform == "win32":
+        session.skip("uvloop does not exist for Windows")
+    server_with_uvloop = "./packages/server[uvloop]"
+    packages = [server_with_uvloop if path == "./packages/server" else path for path in PACKAGES]
+    session.install(*packages, *TEST_DEPENDENCIES)
+    session.run("pytest", *session.posargs, env={"SMTPWIRE_TEST_LOOP": "uvloop"})
+
+
+@nox.session(python=ONE_PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository."""
     session.install("ruff")
@@ -92,7 +109,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", *SOURCES)
 
 
-@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+@nox.session(python=ONE_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the three packages (with pytest and cryptography, which the
     test-mail subpackage smtpwire.server.testing uses when they are there)."""
@@ -103,15 +120,18 @@ def typecheck(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+@nox.session(python=ONE_PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks S5 (wire core), S2 (client), S1 (server throughput), S3 (one big
     message), S4 (idle connections), each beside its anchors: aiosmtplib and
     aiosmtpd are benchmark-only dependencies, Postfix's smtp-sink and smtp-source
-    (Debian package postfix) are used where installed.  Results also go to
-    benchmarks/results/.  ``nox -s bench -- --quick`` runs a short version of every
-    scenario; other arguments go to wire_core.py."""
-    session.install(*PACKAGES, "aiosmtplib", "aiosmtpd==1.4.6")
+    (Debian package postfix) are used where installed.  uvloop (the server's
+    extra) is installed too: S1 measures both Python servers on asyncio's loop
+    and on uvloop's.  Results also go to benchmarks/results/.  ``nox -s bench --
+    --quick`` runs a short version of every scenario; other arguments go to
+    wire_core.py."""
+    with_uvloop = ["uvloop"] if sys.platform != "win32" else []
+    session.install(*PACKAGES, *with_uvloop, "aiosmtplib", "aiosmtpd==1.4.6")
     quick = "--quick" in session.posargs
     core_arguments = [argument for argument in session.posargs if argument != "--quick"]
     if quick:
@@ -153,7 +173,7 @@ def bench(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=PYTHONS[-1:] if "3.11" not in PYTHONS else ["3.11"])
+@nox.session(python=ONE_PYTHON)
 def coverage(session: nox.Session) -> None:
     """The test suite under coverage (branches), with the report per module."""
     session.install(*PACKAGES, *TEST_DEPENDENCIES, "coverage")

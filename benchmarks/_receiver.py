@@ -6,11 +6,15 @@ smtpwire.server and aiosmtpd are served the same way: a plain asyncio server on
 ``SMTP`` with the chosen handler; no controller thread, no logging set up.  The
 greeting's host name is fixed, so that neither library looks the machine's name
 up.  Once listening it prints ``READY <port>`` and serves until SIGTERM or
-SIGINT.
+SIGINT.  ``--loop uvloop`` serves on uvloop's event loop (``uvloop.run``)
+instead of asyncio's own.
 
 Handlers (``--handler``):
 
-- ``sink``: the library's own ``handlers.Sink``, which drops every message;
+- ``sink``: the library's own ``handlers.Sink``, which drops every message
+  (it has no hooks at all);
+- ``data``: the smallest real handler, ``async def handle_DATA`` returning
+  ``"250 OK"``, as users write them (the same class for both libraries);
 - ``keep``: a classic ``handle_DATA`` that keeps the last message's content and
   hashes it (SHA-256);
 - ``stream``: smtpwire's ``handle_DATA_STREAM`` hook hashing the chunks as they
@@ -30,6 +34,13 @@ from typing import Any
 from _servers import raise_open_files_limit
 
 HOSTNAME = "bench.example.org"
+
+
+class ReturnOK:
+    """The smallest handler users write: one DATA hook that accepts the message."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 OK"
 
 
 class KeepAndHash:
@@ -62,6 +73,8 @@ class StreamAndHash:
 
 
 def build_handler(implementation: str, handler: str) -> object:
+    if handler == "data":
+        return ReturnOK()
     if handler == "keep":
         return KeepAndHash()
     if handler == "stream":
@@ -114,12 +127,18 @@ async def serve(options: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--implementation", choices=["smtpwire", "aiosmtpd"], required=True)
-    parser.add_argument("--handler", choices=["sink", "keep", "stream"], default="sink")
+    parser.add_argument("--handler", choices=["sink", "data", "keep", "stream"], default="sink")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-size-limit", type=int, default=32 * 1024 * 1024, help="0: no limit")
     options = parser.parse_args()
     raise_open_files_limit()
-    asyncio.run(serve(options))
+    if options.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 -- an optional benchmark dependency
+
+        uvloop.run(serve(options))
+    else:
+        asyncio.run(serve(options))
 
 
 if __name__ == "__main__":

@@ -169,16 +169,32 @@ class ServerProcess:
 
 
 def start_python_server(
-    implementation: str, handler: str = "sink", *, data_size_limit: int | None = None
+    implementation: str,
+    handler: str = "sink",
+    *,
+    data_size_limit: int | None = None,
+    loop: str = "asyncio",
 ) -> ServerProcess:
-    """smtpwire.server or aiosmtpd served by ``_receiver.py`` (see there)."""
+    """smtpwire.server or aiosmtpd served by ``_receiver.py`` (see there), on
+    asyncio's event loop or (``loop="uvloop"``) uvloop's."""
     command = [
         sys.executable, str(RECEIVER), "--implementation", implementation, "--handler", handler,
+        "--loop", loop,
     ]  # fmt: skip
     if data_size_limit is not None:
         command += ["--data-size-limit", str(data_size_limit)]
-    name = implementation if handler == "sink" else f"{implementation} ({handler})"
+    variant = [part for part in (handler, loop) if part not in {"sink", "asyncio"}]
+    name = f"{implementation} ({', '.join(variant)})" if variant else implementation
     return ServerProcess(name, command)
+
+
+def uvloop_installed() -> bool:
+    """Whether this interpreter (the one that runs ``_receiver.py``) has uvloop."""
+    try:
+        import uvloop  # noqa: F401, PLC0415 -- only asked
+    except ImportError:
+        return False
+    return True
 
 
 def start_smtp_sink() -> ServerProcess:

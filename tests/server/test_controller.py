@@ -31,6 +31,7 @@ from smtpwire.server.controller import (
 )
 from smtpwire.server.session import Envelope, Session
 from smtpwire.server.smtp import SMTP
+from support.loops import asyncio_only
 
 # Upper bound on any single wait in these tests; never a synchronisation delay.
 WAIT = 10.0
@@ -185,6 +186,7 @@ def test_port_zero_reports_the_bound_port(running: Controller) -> None:
         assert sock.recv(1024).startswith(b"220 ")
 
 
+@asyncio_only("uvloop resolves names in libuv, which the patched socket.getaddrinfo cannot reach")
 def test_port_zero_on_a_name_with_several_addresses_uses_one_port(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,9 +10,9 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -41,6 +41,31 @@ IDLE_TIMEOUT = 0.5
 # --- helpers -----------------------------------------------------------------------------
 
 
+class RecordingTransport:
+    """Stands in for a connection's transport, recording its writes and read pauses.
+
+    A wrapper rather than replaced methods: uvloop's transports (``nox -s
+    tests_uvloop``), unlike asyncio's, do not let their attributes be assigned."""
+
+    def __init__(self, transport: asyncio.BaseTransport, owner: InstrumentedSMTP) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._owner = owner
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._owner.writes.append(bytes(data))
+        self._transport.write(data)
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(chunks))
+
+    def pause_reading(self) -> None:
+        self._owner.reading_paused.set()
+        self._transport.pause_reading()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class InstrumentedSMTP(SMTP):
     """Records every transport write and flow-control event of its connection."""
 
@@ -49,20 +74,7 @@ class InstrumentedSMTP(SMTP):
         self.reading_paused = threading.Event()
         self.writing_paused = threading.Event()
         self.peak_buffered = 0
-        write = transport.write  # type: ignore[attr-defined]
-        pause_reading = transport.pause_reading  # type: ignore[attr-defined]
-
-        def recording_write(data: bytes | bytearray | memoryview) -> None:
-            self.writes.append(bytes(data))
-            write(data)
-
-        def recording_pause_reading() -> None:
-            self.reading_paused.set()
-            pause_reading()
-
-        transport.write = recording_write  # type: ignore[attr-defined]
-        transport.pause_reading = recording_pause_reading  # type: ignore[attr-defined]
-        super().connection_made(transport)
+        super().connection_made(cast(asyncio.Transport, RecordingTransport(transport, self)))
 
     def pause_writing(self) -> None:
         self.writing_paused.set()

@@ -22,12 +22,13 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trustme
 
 from smtpwire.client import SMTP
+from smtpwire.common.replies import ReplyParser, SMTPReply
 
 __all__ = [
     "WAIT",
@@ -102,8 +103,8 @@ class FakeConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not isinstance: uvloop's transports do not derive from asyncio's.
+        self.transport = cast(asyncio.Transport, transport)
         self.server._connection_made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -348,6 +349,21 @@ def client_for(server: FakeSMTPServer, **options: Any) -> SMTP:
     return SMTP(**options)
 
 
+class _SpyingParser:
+    """Hands the client's parser every chunk the client receives, telling the spy first."""
+
+    def __init__(self, parser: ReplyParser, spy: ClientInputSpy) -> None:
+        self._parser = parser
+        self._spy = spy
+
+    def feed(self, data: bytes) -> list[SMTPReply]:
+        self._spy.saw(bytes(data))
+        return self._parser.feed(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class ClientInputSpy:
     """Watches what a connected client's protocol receives (a synchronisation point:
     "the client has seen these bytes"), without changing what it does with them."""
@@ -357,14 +373,13 @@ class ClientInputSpy:
         assert protocol is not None, "client not connected"
         self.received = bytearray()
         self._changed = asyncio.Event()
-        original = protocol.data_received
+        # The protocol's reply parser is wrapped, not its data_received: uvloop looks
+        # the protocol's methods up once, when the connection is made.
+        protocol._parser = _SpyingParser(protocol._parser, self)  # type: ignore[assignment]
 
-        def data_received(data: bytes) -> None:
-            self.received += data
-            self._changed.set()
-            original(data)
-
-        protocol.data_received = data_received  # type: ignore[method-assign]
+    def saw(self, data: bytes) -> None:
+        self.received += data
+        self._changed.set()
 
     async def wait_for(self, needle: bytes, timeout: float = WAIT) -> None:
         loop = asyncio.get_running_loop()

@@ -52,7 +52,11 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         # One timer serves many reads: a read moves the deadline; the timer, when it
         # fires, times out a read still pending or re-arms at the later deadline.
         self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # A Handle, not always a TimerHandle: uvloop's call_at runs a deadline less
+        # than a millisecond away with call_soon, whose handle has no when().  So
+        # the time the timer was set for is kept beside it.
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -202,20 +206,24 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         deadline = self._loop.time() + timeout
         self._deadline = deadline
         timer = self._timer
-        if timer is None or timer.when() > deadline:
+        if timer is None or self._timer_when > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._deadline_reached)
+            self._set_timer(deadline)
+
+    def _set_timer(self, deadline: float) -> None:
+        self._timer = self._loop.call_at(deadline, self._deadline_reached)
+        self._timer_when = deadline
 
     def _deadline_reached(self) -> None:
         fired, self._timer = self._timer, None
         deadline = self._deadline
         if deadline is None or fired is None:
             return  # no read pending: the timer lapses
-        if deadline <= fired.when():
+        if deadline <= self._timer_when:
             self._time_out()
         else:
-            self._timer = self._loop.call_at(deadline, self._deadline_reached)
+            self._set_timer(deadline)
 
     def _time_out(self) -> None:
         self._timed_out = True

@@ -14,6 +14,10 @@ aiosmtpd's CLI hurt its users, this one differs:
 - A bad handler class path or certificate is a usage error, not a traceback.
 - SIGINT (Ctrl-C) and SIGTERM stop the server: it closes the listening socket
   and the open connections, and exits with status 0.
+
+Beyond aiosmtpd's options, ``--loop`` picks the event loop: asyncio's own, or
+uvloop (a drop-in loop built on libuv) when it is installed
+(``smtpwire-server[uvloop]``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ DEFAULT_PORT = 8025
 SHUTDOWN_GRACE = 5.0
 
 _PORT = re.compile(r"[0-9]{1,5}")
+
+#: ``--loop``: ``auto`` is uvloop when it can be imported, else asyncio's own.
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def _program_name() -> str:
@@ -216,6 +223,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help=(
+            "The event loop: asyncio (the standard library's), uvloop (built on "
+            "libuv; pip install 'smtpwire-server[uvloop]'), or auto, the default: "
+            "uvloop when it is installed, else asyncio."
+        ),
+    )
+    parser.add_argument(
         "classargs",
         metavar="CLASSARGS",
         nargs="*",
@@ -230,9 +247,11 @@ def parseargs(
 ) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     """Parse and check the command line; every usage error exits with status 2.
 
-    Adds to the namespace: ``host``, ``port``, ``handler_class``, and the TLS
+    Adds to the namespace: ``host``, ``port``, ``handler_class``, the TLS
     contexts ``ssl_context`` (SMTPS) and ``tls_context`` (STARTTLS), read now
-    because key files are often readable by root only.
+    because key files are often readable by root only, and ``loop_name``
+    (``asyncio`` or ``uvloop``, ``--loop auto`` resolved) with ``loop_factory``,
+    which makes the server's event loop.
     """
     parser = _parser()
     options = parser.parse_args(args)
@@ -254,7 +273,38 @@ def parseargs(
         parser, "--tlscert", "--tlskey", options.tlscert, options.tlskey
     )
     options.handler_class = _import_handler_class(parser, options.classpath)
+    options.loop_name, options.loop_factory = _event_loop(parser, options.loop)
     return parser, options
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop maker, or None where uvloop cannot be imported (it is an
+    optional extra, and there is none for Windows)."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _event_loop(
+    parser: argparse.ArgumentParser, choice: str
+) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """``--loop``, resolved: the loop's name and the function that makes one."""
+    if choice == "asyncio":
+        return "asyncio", asyncio.new_event_loop
+    factory = _uvloop_factory()
+    if factory is not None:
+        return "uvloop", factory
+    if choice == "uvloop":
+        # One line, not the usage: the command line is right, the machine lacks uvloop.
+        parser.exit(
+            2,
+            f"{parser.prog}: error: --loop uvloop: uvloop is not installed "
+            "(pip install 'smtpwire-server[uvloop]')\n",
+        )
+    return "asyncio", asyncio.new_event_loop
 
 
 def _parse_listen(parser: argparse.ArgumentParser, value: str | None) -> tuple[str, int]:
@@ -404,6 +454,8 @@ def _startup_line(
         details.append("SMTPS")
     if options.tls_context is not None:
         details.append("STARTTLS required" if options.requiretls else "STARTTLS offered")
+    if options.loop_name != "asyncio":
+        details.append(options.loop_name)
     if user is not None:
         details.append(f"running as {user}")
     program = f"{_program_name()} {_version()}"
@@ -440,8 +492,11 @@ async def _close(server: asyncio.AbstractServer, connections: _Connections) -> N
     except asyncio.TimeoutError:
         log.warning("Connections still open after %s s, cutting them off", SHUTDOWN_GRACE)
     for transport in connections.transports():
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.abort()
+        # Looked up, not isinstance(asyncio.WriteTransport): uvloop's transports
+        # have the methods without deriving from asyncio's classes.
+        abort = getattr(transport, "abort", None)
+        if abort is not None and not transport.is_closing():
+            abort()
 
 
 def _bind(
@@ -495,7 +550,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     # query per connection, and while the resolver's files and codecs are
     # certainly readable (before switching to nobody).
     hostname = socket.getfqdn()
-    loop = asyncio.new_event_loop()
+    loop = options.loop_factory()
     # Current, not only running: handlers written for aiosmtpd may look the loop
     # up with asyncio.get_event_loop() while being built.
     asyncio.set_event_loop(loop)
