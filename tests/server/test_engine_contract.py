@@ -24,7 +24,17 @@ import pytest
 from smtpwire.common.replies import SMTPReply
 from smtpwire.server.handlers import Sink
 from smtpwire.server.smtp import SMTP, Envelope, Session
-from support.engine_doubles import ProbedSMTP, RecordingTransport, TaskProbe
+from support.engine_doubles import (
+    BODY,
+    GO_AHEAD,
+    GREETING,
+    HOST,
+    ProbedSMTP,
+    RecordingTransport,
+    TaskProbe,
+    replies_to_eof,
+    texts,
+)
 from support.server import (
     WAIT,
     RawClient,
@@ -33,26 +43,6 @@ from support.server import (
     serving,
     text,
 )
-
-HOST = "engine.test"
-GREETING = f"220 {HOST} Python SMTP 1.4.6"
-GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
-BODY = b"Subject: contract\r\n\r\nbody line\r\n"
-
-
-def texts(replies: list[SMTPReply]) -> list[str]:
-    return [text(reply) for reply in replies]
-
-
-def replies_to_eof(client: RawClient) -> list[str]:
-    """Every reply the server sends until it closes the connection (parsed from
-    raw bytes, so that a reply too many or too few shows)."""
-    return texts(client.parser.feed(read_until_eof(client.sock)))
-
-
-def bdat_last(chunk: bytes) -> bytes:
-    return b"BDAT %d LAST\r\n%s" % (len(chunk), chunk)
-
 
 # -- 3. driving a protocol with loop= and no running loop (aiosmtpd's test style) ----------
 

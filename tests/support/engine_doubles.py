@@ -17,9 +17,27 @@ from typing import Any
 
 from smtpwire.common.replies import ReplyParser, SMTPReply
 from smtpwire.server.smtp import SMTP, Envelope, Session
-from support.server import WAIT, read_until_eof
+from support.server import WAIT, RawClient, read_until_eof, text
 
 PEER = ("127.0.0.1", 40025)
+HOST = "engine.test"
+GREETING = f"220 {HOST} Python SMTP 1.4.6"
+GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+BODY = b"Subject: contract\r\n\r\nbody line\r\n"
+
+
+def texts(replies: list[SMTPReply]) -> list[str]:
+    return [text(reply) for reply in replies]
+
+
+def replies_to_eof(client: RawClient) -> list[str]:
+    """Every reply the server sends until it closes the connection (parsed from
+    raw bytes, so that a reply too many or too few shows)."""
+    return texts(client.parser.feed(read_until_eof(client.sock)))
+
+
+def bdat_last(chunk: bytes) -> bytes:
+    return b"BDAT %d LAST\r\n%s" % (len(chunk), chunk)
 
 
 class RecordingTransport(asyncio.Transport):
