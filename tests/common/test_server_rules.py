@@ -18,12 +18,14 @@ from smtpwire.common.server_rules import (
     ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
     CALL_LIMIT_DEFAULT,
+    STRICT_ASCII,
     CommandGate,
     CommandRefusal,
     MailDSN,
     RcptDSN,
     ReceivedCommand,
     check_mail_parameters,
+    decode_text,
     parse_mail_dsn,
     parse_rcpt_parameters,
     printable,
@@ -37,7 +39,6 @@ TOO_LONG = "500 Command line too long"
 BARE_NEWLINE = "500 5.5.2 Error: bare <CR> or <LF> received"
 BAD_SYNTAX = "500 Error: bad syntax"
 HTTP_REFUSED = "421 4.7.0 Error: HTTP request refused, this is an SMTP server"
-STRICT_ASCII = "500 Error: strict ASCII mode"
 INSECURE = "554 Command refused due to lack of security"
 STARTTLS_FIRST = "530 Must issue a STARTTLS command first"
 BOGUS_GOODBYE = "502 5.5.1 Too many unrecognized commands, goodbye."
@@ -545,3 +546,36 @@ def test_dsn_error_replies_are_single_printable_lines(parameters: dict[str, str 
 
 def test_printable_replaces_control_characters() -> None:
     assert printable("a\r\nb\x00c\x7fé") == "a??b?c?é"
+
+
+# --- the client's octets as text -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "utf8", "text"),
+    [
+        (b"", False, ""),
+        (b"anne@example.com", False, "anne@example.com"),
+        (b"anne@example.com", True, "anne@example.com"),
+        ("jörg".encode(), False, None),
+        ("jörg".encode(), True, "jörg"),
+        (b"\xff\x80", True, "\udcff\udc80"),  # kept for the parsers to refuse
+        (b"\x7f\x00", False, "\x7f\x00"),  # ASCII: controls are the parsers' concern
+    ],
+)
+def test_decode_text(data: bytes, utf8: bool, text: str | None) -> None:
+    assert decode_text(data, utf8=utf8) == text
+
+
+def test_strict_ascii_is_aiosmtpds_reply() -> None:
+    assert STRICT_ASCII == "500 Error: strict ASCII mode"
+
+
+@given(st.binary(max_size=40), st.booleans())
+def test_decoded_text_encodes_back_to_the_octets(data: bytes, utf8: bool) -> None:
+    text = decode_text(data, utf8=utf8)
+    if text is None:
+        assert not utf8
+        assert not data.isascii()
+    else:
+        assert text.encode("utf-8" if utf8 else "ascii", "surrogateescape") == data

@@ -11,6 +11,8 @@ No sockets, no asyncio, no threads: bytes in, values out, bytes out.  Modules:
 - :mod:`.data`: the DATA encoder (client) and incremental decoder (server);
 - :mod:`.server_rules`: the checks a server applies to each received command line
   (:class:`CommandGate`) and its MAIL/RCPT parameter rules;
+  :mod:`.server_commands`: what each command is answered before the application's
+  hook (EHLO's lines, HELP, the transaction's order, DATA/BDAT refusals);
 - :mod:`.extensions`: EHLO replies; :mod:`.sasl`: AUTH encodings;
 - :mod:`.limits` and :mod:`.errors`: RFC limits and the exception hierarchy.
 """

@@ -5,8 +5,10 @@
 must then close, and what to log).  It keeps the per-session counters: the calls
 left per verb and the unrecognised commands left.  :func:`check_mail_parameters`,
 :func:`parse_mail_dsn` and :func:`parse_rcpt_parameters` are the MAIL and RCPT
-parameter rules.  Reply texts are aiosmtpd 1.4.6's, byte for byte, so a migrated
-test suite that asserts on them keeps passing.
+parameter rules; :func:`decode_text` is how the client's octets become text.
+Reply texts are aiosmtpd 1.4.6's, byte for byte, so a migrated test suite that
+asserts on them keeps passing.  Each command's own rules, past this gate, are in
+:mod:`.server_commands`.
 
 The server's asyncio adapter keeps the logging, the writing and the closing: these
 return facts, so tests drive every rule in memory with no event loop.
@@ -30,12 +32,14 @@ __all__ = [
     "ALLOWED_BEFORE_STARTTLS",
     "BOGUS_LIMIT",
     "CALL_LIMIT_DEFAULT",
+    "STRICT_ASCII",
     "CommandGate",
     "CommandRefusal",
     "MailDSN",
     "RcptDSN",
     "ReceivedCommand",
     "check_mail_parameters",
+    "decode_text",
     "parse_mail_dsn",
     "parse_rcpt_parameters",
     "printable",
@@ -81,6 +85,7 @@ class CommandRefusal:
     verb: str = ""
 
 
+STRICT_ASCII: Final = "500 Error: strict ASCII mode"
 _LINE_TOO_LONG: Final = CommandRefusal("500 Command line too long")
 _BAD_SYNTAX: Final = CommandRefusal("500 Error: bad syntax")
 _BARE_NEWLINE: Final = "500 5.5.2 Error: bare <CR> or <LF> received"
@@ -175,13 +180,9 @@ class CommandGate:
             )
         argument: str | None = None
         if argument_bytes:
-            argument_bytes = argument_bytes.strip()
-            if utf8:
-                argument = argument_bytes.decode("utf-8", "surrogateescape")
-            elif not argument_bytes.isascii():
-                return CommandRefusal("500 Error: strict ASCII mode", verb=verb)
-            else:
-                argument = argument_bytes.decode("ascii")
+            argument = decode_text(argument_bytes.strip(), utf8=utf8)
+            if argument is None:
+                return CommandRefusal(STRICT_ASCII, verb=verb)
         limit = max_length if max_lengths is None else max_lengths.get(verb, max_length)
         if len(line) > limit:
             return CommandRefusal("500 Command line too long", verb=verb)
@@ -229,6 +230,16 @@ def _call_limits(limit: int | Mapping[str, int] | None) -> tuple[int, dict[str, 
         raise TypeError("All command_call_limit values must be int")
     limits = {key.upper(): value for key, value in limit.items()}
     return limits.pop("*", CALL_LIMIT_DEFAULT), limits
+
+
+def decode_text(data: bytes, *, utf8: bool) -> str | None:
+    """The client's octets (a command's argument, a message the server decodes) as
+    text: UTF-8 under SMTPUTF8, undecodable octets kept as surrogate escapes for the
+    parsers to refuse; otherwise ASCII only, and None for anything else (the reply
+    is :data:`STRICT_ASCII`)."""
+    if utf8:
+        return data.decode("utf-8", "surrogateescape")
+    return data.decode("ascii") if data.isascii() else None
 
 
 def printable(text: str) -> str:

@@ -15,31 +15,41 @@ import inspect
 import logging
 import ssl
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from smtpwire.common.data import (
-    BareNewlinePolicy,
-    DataDecoder,
-    DataViolation,
+from smtpwire.common.data import BareNewlinePolicy, DataDecoder
+from smtpwire.common.server_commands import (
+    BARE_NEWLINE_IN_DATA,
+    CommandSyntax,
+    ParsedPath,
+    argument_refusal,
+    bdat_refusal,
+    check_mail,
+    check_rcpt,
+    data_refusal,
+    ehlo_offer,
+    help_reply,
+    message_refusal,
+    path_syntax_error,
+    rcpt_sequence_refusal,
+    read_bdat,
+    read_path,
+    read_vrfy,
+    starttls_refusal,
 )
-from smtpwire.common.errors import ProtocolError
-from smtpwire.common.mail_parameters import parse_bdat
 from smtpwire.common.server_rules import (
     ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
     CALL_LIMIT_DEFAULT,
-    check_mail_parameters,
-    parse_mail_dsn,
-    parse_rcpt_parameters,
-    printable,
+    STRICT_ASCII,
+    decode_text,
 )
 
 from ._auth import VALID_AUTHMECH, auth_mechanism, login_always_fail
 from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
 from ._inbound import ExactBytes
 from ._observing import sanitize
-from ._paths import ParsedPath, PathError, parse_path, parse_verify_argument
 from ._protocol import (
     DATA_SIZE_DEFAULT,
     SessionProtocol,
@@ -88,8 +98,6 @@ __version__ = "0.1.0"
 
 log = logging.getLogger("mail.log")
 
-_BARE_NEWLINE_REFUSED = "550 5.5.2 Error: bare <CR> or <LF> in message data"
-
 
 class SMTP(SessionProtocol):
     """One SMTP session over one connection (an :class:`asyncio.Protocol`)."""
@@ -98,8 +106,8 @@ class SMTP(SessionProtocol):
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str | None) -> None:
-        if not hostname:
-            await self._reply("501 Syntax: HELO hostname")
+        if (refusal := argument_refusal("HELO", hostname)) is not None:
+            await self._reply(refusal)
             return
         self._set_rset_state()
         self.session.extended_smtp = False
@@ -111,40 +119,30 @@ class SMTP(SessionProtocol):
 
     def _ehlo_lines(self) -> list[str]:
         """The planned EHLO reply, in aiosmtpd's keyword order."""
-        lines = [f"250-{self.hostname}"]
-        mail_limit = self.command_size_limit
-        if self.data_size_limit:
-            lines.append(f"250-SIZE {self.data_size_limit}")
-            mail_limit += 26
-        if not self._decode_data:
-            lines.append("250-8BITMIME")
-        if self.enable_SMTPUTF8:
-            lines.append("250-SMTPUTF8")
-            mail_limit += 10
+        offer = ehlo_offer(
+            self.hostname,
+            command_length=self.command_size_limit,
+            data_size_limit=self.data_size_limit,
+            eight_bit_mime=not self._decode_data,
+            smtputf8=self.enable_SMTPUTF8,
+            starttls=bool(self.tls_context) and not self._tls_protocol,
+            auth_line=self._ehlo_auth_line(),
+            keywords=self.extensions.ehlo_keywords(),
+        )
         # Per connection (aiosmtpd keeps these in one class-level dict, so they
         # grow with every EHLO and leak between connections).
-        self.command_size_limits["MAIL"] = mail_limit
-        if self.tls_context and not self._tls_protocol:
-            lines.append("250-STARTTLS")
-        auth = self._ehlo_auth_line()
-        if auth is not None:
-            lines.append(auth)
-        lines.extend(f"250-{keyword}" for keyword in self.extensions.ehlo_keywords())
-        return lines
+        self.command_size_limits["MAIL"] = offer.mail_length
+        return offer.lines
 
     async def _greet_extended(self, hostname: str | None, verb: str) -> None:
-        if not hostname:
-            await self._reply(f"501 Syntax: {verb} hostname")
+        if (refusal := argument_refusal(verb, hostname)) is not None:
+            await self._reply(refusal)
             return
         self._set_rset_state()
         self.session.extended_smtp = True
         lines = self._ehlo_lines()
         if hasattr(self, "ehlo_hook"):
-            warnings.warn(
-                "Use handler.handle_EHLO() instead of .ehlo_hook()",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            _deprecated("handle_EHLO", "ehlo_hook")
             await self.ehlo_hook()
         if self._hooks.ehlo_version is None:
             self.session.host_name = hostname
@@ -172,8 +170,8 @@ class SMTP(SessionProtocol):
 
     @syntax("QUIT")
     async def smtp_QUIT(self, arg: str | None) -> None:
-        if arg:
-            await self._reply("501 Syntax: QUIT")
+        if (refusal := argument_refusal("QUIT", arg)) is not None:
+            await self._reply(refusal)
             return
         status = await self._call_handler_hook("QUIT")
         await self._reply("221 Bye" if status is MISSING else status)
@@ -181,16 +179,12 @@ class SMTP(SessionProtocol):
 
     @syntax("RSET")
     async def smtp_RSET(self, arg: str | None) -> None:
-        if arg:
-            await self._reply("501 Syntax: RSET")
+        if (refusal := argument_refusal("RSET", arg)) is not None:
+            await self._reply(refusal)
             return
         self._set_rset_state()
         if hasattr(self, "rset_hook"):
-            warnings.warn(
-                "Use handler.handle_RSET() instead of .rset_hook()",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            _deprecated("handle_RSET", "rset_hook")
             await self.rset_hook()
         status = await self._call_handler_hook("RSET")
         await self._reply("250 OK" if status is MISSING else status)
@@ -199,34 +193,23 @@ class SMTP(SessionProtocol):
     async def smtp_HELP(self, arg: str | None) -> None:
         if await self.check_auth_needed("HELP"):
             return
-        code = 250
-        if arg:
-            method = self._smtp_methods.get(arg.upper())
-            if method is not None and self._syntax_available(method):
-                text = method.__smtp_syntax__  # type: ignore[attr-defined]
-                extended = method.__smtp_syntax_extended__  # type: ignore[attr-defined]
-                if self.session.extended_smtp and extended:
-                    text += extended
-                await self._reply(f"250 Syntax: {text}")
-                return
-            code = 501
-        commands = sorted(
-            name for name, method in self._smtp_methods.items() if self._syntax_available(method)
-        )
-        await self._reply(f"{code} Supported commands: {' '.join(commands)}")
+        methods: Mapping[str, Any] = self._smtp_methods  # @syntax sets untyped attributes
+        documented = {
+            verb: CommandSyntax(method.__smtp_syntax__, method.__smtp_syntax_extended__)
+            for verb, method in methods.items()
+            if self._syntax_available(method)
+        }
+        await self._reply(help_reply(arg, documented, extended=self.session.extended_smtp))
 
     @syntax("VRFY <address>")
     async def smtp_VRFY(self, arg: str | None) -> None:
         if await self.check_auth_needed("VRFY"):
             return
-        if not arg:
-            await self._reply("501 Syntax: VRFY <address>")
+        request = read_vrfy(arg, utf8=self.enable_SMTPUTF8)
+        if isinstance(request, str):
+            await self._reply(request)
             return
-        address = parse_verify_argument(arg, utf8=self.enable_SMTPUTF8)
-        if address is None:
-            await self._reply(f"502 Could not VRFY {printable(arg)}")
-            return
-        status = await self._call_handler_hook("VRFY", address)
+        status = await self._call_handler_hook("VRFY", request.address)
         await self._reply(
             "252 Cannot VRFY user, but will accept message and attempt delivery"
             if status is MISSING
@@ -240,12 +223,11 @@ class SMTP(SessionProtocol):
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
-        if arg:
-            await self._reply("501 Syntax: STARTTLS")
+        available = bool(self.tls_context) and not self._tls_protocol
+        if (refusal := starttls_refusal(arg, available=available)) is not None:
+            await self._reply(refusal)
             return
-        if not self.tls_context or self._tls_protocol:
-            await self._reply("454 TLS not available")
-            return
+        assert self.tls_context is not None  # noqa: S101 - available says so
         await self._reply("220 Ready to start TLS")
         await self._start_tls(self.tls_context)
 
@@ -318,26 +300,20 @@ class SMTP(SessionProtocol):
     # -- the mail transaction -----------------------------------------------------------------
 
     def _path_syntax_error(self, verb: str) -> str:
-        text = f"501 Syntax: {verb} <address>"
-        return text + " [SP <mail-parameters>]" if self.session.extended_smtp else text
+        return path_syntax_error(verb, extended=self.session.extended_smtp)
 
     def _parse_path_or_refuse(
         self, arg: str | None, keyword: str, syntax_error: str
     ) -> ParsedPath | str:
         """The address and parameters, or the error reply."""
-        try:
-            parsed = parse_path(
-                arg,
-                keyword,
-                utf8=self.enable_SMTPUTF8,
-                max_local_part=self.local_part_limit or None,
-                allow_null=keyword == "FROM:",
-            )
-        except PathError as error:
-            return "553 5.1.3 Error: malformed address" if error.malformed else syntax_error
-        if parsed.options and not self.session.extended_smtp:
-            return syntax_error
-        return parsed
+        return read_path(
+            arg,
+            keyword,
+            syntax_error,
+            utf8=self.enable_SMTPUTF8,
+            max_local_part=self.local_part_limit or None,
+            extended=self.session.extended_smtp,
+        )
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -351,28 +327,22 @@ class SMTP(SessionProtocol):
             await self._reply(parsed)
             return
         address, mail_options, raw = parsed
-        if self.envelope.mail_from:
-            await self._reply("503 Error: nested MAIL command")
-            return
         extensions = self.extensions
-        error = check_mail_parameters(
-            mail_options,
+        mail_dsn = check_mail(
+            parsed,
             syntax_error,
+            mail_from=self.envelope.mail_from,
             size_limit=self.data_size_limit,
             smtputf8=self.enable_SMTPUTF8,
             decode_data=self._decode_data,
             chunking=extensions.chunking,
             dsn=extensions.dsn,
         )
-        if error is None and extensions.dsn:
-            mail_dsn = parse_mail_dsn(raw)
-            if isinstance(mail_dsn, str):
-                error = mail_dsn
-            else:
-                self.envelope.dsn_ret, self.envelope.dsn_envid = mail_dsn
-        if error is not None:
-            await self._reply(error)
+        if isinstance(mail_dsn, str):
+            await self._reply(mail_dsn)
             return
+        if mail_dsn is not None:
+            self.envelope.dsn_ret, self.envelope.dsn_envid = mail_dsn
         self.envelope.smtp_utf8 = "SMTPUTF8" in mail_options
         body = raw.get("BODY")
         self.envelope.body_type = None if body is None else body.upper()
@@ -394,25 +364,25 @@ class SMTP(SessionProtocol):
             await self.check_helo_needed() or await self.check_auth_needed("RCPT")
         ):
             return
-        if not self.envelope.mail_from:
-            await self._reply("503 Error: need MAIL command")
+        if (refusal := rcpt_sequence_refusal(self.envelope.mail_from)) is not None:
+            await self._reply(refusal)
             return
-        syntax_error = self._path_syntax_error("RCPT TO:")
-        parsed = self._parse_path_or_refuse(arg, "TO:", syntax_error)
+        parsed = self._parse_path_or_refuse(arg, "TO:", self._path_syntax_error("RCPT TO:"))
         if isinstance(parsed, str):
             await self._reply(parsed)
             return
-        address, rcpt_options, raw = parsed
-        parsed_dsn = parse_rcpt_parameters(raw, dsn=self.extensions.dsn)
-        if isinstance(parsed_dsn, str):
-            await self._reply(parsed_dsn)
+        address, rcpt_options, _ = parsed
+        extensions = self.extensions
+        rcpt_dsn = check_rcpt(
+            parsed,
+            recipients=len(self.envelope.rcpt_tos),
+            rcpt_limit=extensions.rcpt_limit,
+            dsn=extensions.dsn,
+        )
+        if isinstance(rcpt_dsn, str):
+            await self._reply(rcpt_dsn)
             return
-        dsn = None if parsed_dsn is None else RecipientDSN(*parsed_dsn)
-        if len(self.envelope.rcpt_tos) >= self.extensions.rcpt_limit:
-            # RFC 5321 4.5.3.1.10 and RFC 9422's RCPTMAX: temporary, so the client
-            # sends the rest in another transaction.
-            await self._reply("452 4.5.3 Error: too many recipients")
-            return
+        dsn = None if rcpt_dsn is None else RecipientDSN(*rcpt_dsn)
         status = (
             await self._call_handler_hook("RCPT", address, rcpt_options)
             if "RCPT" in self._hooks.names
@@ -433,18 +403,14 @@ class SMTP(SessionProtocol):
             await self.check_helo_needed() or await self.check_auth_needed("DATA")
         ):
             return
-        if not self.envelope.rcpt_tos:
-            await self._reply("503 Error: need RCPT command")
-            return
-        if arg:
-            await self._reply("501 Syntax: DATA")
-            return
-        if self.envelope.body_type == "BINARYMIME":
-            await self._reply("503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA")
-            return
-        if self._bdat_started:
-            # RFC 3030 section 2: a transaction begun with BDAT ends with BDAT LAST.
-            await self._reply("503 5.5.1 Error: DATA after BDAT in the same transaction")
+        refusal = data_refusal(
+            arg,
+            has_recipients=bool(self.envelope.rcpt_tos),
+            body_type=self.envelope.body_type,
+            bdat_started=self._bdat_started,
+        )
+        if refusal is not None:
+            await self._reply(refusal)
             return
         await self._reply("354 End data with <CR><LF>.<CR><LF>")
         await self._receive_data()
@@ -454,15 +420,22 @@ class SMTP(SessionProtocol):
         """CHUNKING (RFC 3030): the chunk's octets follow the command line exactly.
         They are always read, even when the chunk is refused, so that no byte of a
         message is ever taken for a command."""
-        try:
-            bdat = parse_bdat(arg or "")
-        except ProtocolError:
+        bdat = read_bdat(arg)
+        if isinstance(bdat, str):
             # Without a size the chunk's end is unknown: its bytes must never be read
             # as commands, so the connection ends here.
-            await self._reply("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            await self._reply(bdat)
             self._close_transport()
             return
-        refusal = self._bdat_refusal(bdat.size)
+        session = self.session
+        refusal = bdat_refusal(
+            bdat.size,
+            greeted=bool(session.host_name),
+            auth_needed=self._auth_required and not session.authenticated,
+            has_recipients=bool(self.envelope.rcpt_tos),
+            received=self._bdat_size,
+            size_limit=self.data_size_limit,
+        )
         if refusal is None and self._bdat_content is None:
             self._bdat_content = self._open_content()
             binary = self.envelope.body_type == "BINARYMIME"  # delivered byte for byte
@@ -505,22 +478,10 @@ class SMTP(SessionProtocol):
         await content.write(endings.flush())
         if endings.refused:
             await content.settled()
-            await self._refuse_message(_BARE_NEWLINE_REFUSED)
+            await self._refuse_message(BARE_NEWLINE_IN_DATA)
             return
         self._bdat_content = None  # the message is complete: no longer to be aborted
         await self._complete_message(content)
-
-    def _bdat_refusal(self, size: int) -> str | None:
-        """Why a BDAT chunk of ``size`` octets cannot be taken, if it cannot."""
-        if not self.session.host_name:
-            return "503 Error: send HELO first"
-        if self._auth_required and not self.session.authenticated:
-            return "530 5.7.0 Authentication required"
-        if not self.envelope.rcpt_tos:
-            return "503 Error: need RCPT command"
-        if self.data_size_limit and self._bdat_size + size > self.data_size_limit:
-            return "552 Error: Too much mail data"
-        return None
 
     def _data_decoder(self) -> DataDecoder:
         return DataDecoder(
@@ -548,12 +509,7 @@ class SMTP(SessionProtocol):
         if decoder.violation is not None:
             content.abort(f"refused: {decoder.violation.name}")
             await content.settled()
-            if decoder.violation is DataViolation.TOO_LARGE:
-                await self._refuse_message("552 Error: Too much mail data")
-            elif decoder.violation is DataViolation.LINE_TOO_LONG:
-                await self._refuse_message("500 Line too long (see RFC5321 4.5.3.1.6)")
-            else:
-                await self._refuse_message(_BARE_NEWLINE_REFUSED)
+            await self._refuse_message(message_refusal(decoder.violation))
             return
         await self._complete_message(content)
 
@@ -561,25 +517,20 @@ class SMTP(SessionProtocol):
         verdict: Callable[[], Awaitable[Any]] = self._call_data_hook
         if isinstance(content, Streamed):
             verdict = content.finish
-        else:
-            refusal = self._store_content(content.value())
-            if refusal is not None:
-                await self._refuse_message(refusal)
-                return
+        elif (refusal := self._store_content(content.value())) is not None:
+            await self._refuse_message(refusal)
+            return
         if self._observer is None or await self._observer_lets_through(content):
             await self._deliver(verdict)
 
     def _store_content(self, original_content: bytes) -> str | None:
         """Put a received message on the envelope, decoded if the server decodes;
         the error reply if it cannot be."""
-        content: bytes | str = original_content
+        content: bytes | str | None = original_content
         if self._decode_data:
-            if self.enable_SMTPUTF8:
-                content = original_content.decode("utf-8", "surrogateescape")
-            elif not original_content.isascii():
-                return "500 Error: strict ASCII mode"
-            else:
-                content = original_content.decode("ascii")
+            content = decode_text(original_content, utf8=self.enable_SMTPUTF8)
+            if content is None:
+                return STRICT_ASCII
         self.envelope.content = content
         self.envelope.original_content = original_content
         return None
@@ -630,11 +581,7 @@ class SMTP(SessionProtocol):
         process_message = getattr(self.event_handler, "process_message", None)
         if process_message is None:
             return MISSING
-        warnings.warn(
-            "Use handler.handle_DATA() instead of .process_message()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        _deprecated("handle_DATA", "process_message")
         result = process_message(
             self.session.peer,
             self.envelope.mail_from,
@@ -644,3 +591,9 @@ class SMTP(SessionProtocol):
         if inspect.isawaitable(result):
             result = await result
         return MISSING if result is None else result
+
+
+def _deprecated(hook: str, old: str) -> None:
+    """aiosmtpd's warning for an old-style hook, pointed at the caller of the
+    method that found it."""
+    warnings.warn(f"Use handler.{hook}() instead of .{old}()", DeprecationWarning, stacklevel=3)
