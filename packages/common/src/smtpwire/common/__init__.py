@@ -13,6 +13,8 @@ No sockets, no asyncio, no threads: bytes in, values out, bytes out.  Modules:
   (:class:`CommandGate`) and its MAIL/RCPT parameter rules;
   :mod:`.server_commands`: what each command is answered before the application's
   hook (EHLO's lines, HELP, the transaction's order, DATA/BDAT refusals);
+  :mod:`.server_input`: a server's received bytes framed as command lines or the
+  message being read (DATA, BDAT chunks, the bare-LF policy across chunks);
 - :mod:`.extensions`: EHLO replies; :mod:`.sasl`: AUTH encodings;
 - :mod:`.limits` and :mod:`.errors`: RFC limits and the exception hierarchy.
 """

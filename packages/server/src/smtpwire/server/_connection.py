@@ -31,8 +31,8 @@ from typing import Any
 from smtpwire.common.buffers import receive_buffer
 from smtpwire.common.data import DataDecoder
 from smtpwire.common.lines import LineTooLong
+from smtpwire.common.server_input import ExactBytes, Inbound
 
-from ._inbound import ExactBytes, Inbound
 from .observe import Observer
 from .proxy_protocol import HeaderCollector
 

@@ -1,7 +1,6 @@
 """Where a message's content goes while it is received: kept whole for
 ``handle_DATA`` (:class:`Accumulated`), or handed to ``handle_DATA_STREAM`` as it
-arrives (:class:`Streamed`); and the bare-LF policy for BDAT chunks, applied
-chunk by chunk (:class:`ChunkLineEndings`)."""
+arrives (:class:`Streamed`)."""
 
 from __future__ import annotations
 
@@ -11,11 +10,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from smtpwire.common.data import BareNewlinePolicy, normalize_line_endings
-
 from .streaming import BodyStream, MessageAborted
 
-__all__ = ["Accumulated", "ChunkLineEndings", "MessageContent", "Streamed"]
+__all__ = ["Accumulated", "MessageContent", "Streamed"]
 
 log = logging.getLogger("mail.log")
 
@@ -91,38 +88,3 @@ def _log_hook_failure(task: asyncio.Task[Any]) -> None:
     error = task.exception()
     if error is not None and not isinstance(error, MessageAborted):
         log.error("handle_DATA_STREAM failed", exc_info=error)
-
-
-class ChunkLineEndings:
-    """The ``bare_lf`` policy over a BDAT message whose chunks may split a CRLF:
-    a CR ending one piece is held until the next shows whether an LF follows."""
-
-    __slots__ = ("_held", "_policy", "refused")
-
-    def __init__(self, policy: BareNewlinePolicy) -> None:
-        self._policy = policy
-        self._held = b""
-        self.refused = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self._policy is BareNewlinePolicy.KEEP or self.refused:
-            return b"" if self.refused else data
-        data = self._held + data
-        self._held = b""
-        if data.endswith(b"\r"):
-            self._held, data = b"\r", data[:-1]
-        return self._apply(data)
-
-    def flush(self) -> bytes:
-        """At the end of the message: a CR still held is a bare CR."""
-        held, self._held = self._held, b""
-        return self._apply(held) if held and not self.refused else b""
-
-    def _apply(self, data: bytes) -> bytes:
-        if self._policy is BareNewlinePolicy.NORMALIZE:
-            return normalize_line_endings(data)
-        crlf = data.count(b"\r\n")
-        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-            self.refused = True
-            return b""
-        return data

@@ -17,10 +17,10 @@ from typing import Any, cast
 
 from smtpwire.common.errors import ProtocolError
 from smtpwire.common.mail_parameters import parse_bdat
+from smtpwire.common.server_input import ExactBytes, Inbound
 
 from ._connection import Connection
 from ._content import MessageContent
-from ._inbound import ExactBytes, Inbound
 from .observe import Drop, Intervention, Observer
 from .session import Envelope, PeerType
 

@@ -22,11 +22,12 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from smtpwire.common.lines import LineTooLong
+from smtpwire.common.server_input import ChunkLineEndings
 from smtpwire.common.server_rules import CommandGate, CommandRefusal
 
 from ._auth import AuthMixin, CramMD5Secret
 from ._connection import Connection
-from ._content import ChunkLineEndings, MessageContent
+from ._content import MessageContent
 from ._discovery import SharedTables, has_dynamic_attributes, method_names
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from ._observing import ObserverMixin, sanitize

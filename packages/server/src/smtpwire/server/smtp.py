@@ -38,6 +38,7 @@ from smtpwire.common.server_commands import (
     read_vrfy,
     starttls_refusal,
 )
+from smtpwire.common.server_input import ChunkLineEndings, ExactBytes
 from smtpwire.common.server_rules import (
     ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
@@ -47,8 +48,7 @@ from smtpwire.common.server_rules import (
 )
 
 from ._auth import VALID_AUTHMECH, auth_mechanism, login_always_fail
-from ._content import Accumulated, ChunkLineEndings, MessageContent, Streamed
-from ._inbound import ExactBytes
+from ._content import Accumulated, MessageContent, Streamed
 from ._observing import sanitize
 from ._protocol import (
     DATA_SIZE_DEFAULT,

@@ -1,13 +1,18 @@
-"""Received bytes waiting for the session: command lines, or a message being read.
+"""Received bytes waiting for a server session (sans-I/O): command lines, or a
+message being read, and the framing rules that keep the two apart.
 
-The protocol's ``data_received`` feeds everything here; the session task takes
-lines out one at a time.  While a message is being read the bytes go straight
-into a :class:`~smtpwire.common.data.DataDecoder`; its output waits in
-:attr:`Inbound.pending` until the session task takes it (at the end of the
-message, or each time ``wake_at`` octets are pending), and whatever follows the
-end of the message (pipelined commands) goes back to the line reader.  Memory
-stays bounded: a partial command line is capped by the line reader, complete
-lines and pending content by the caller pausing the transport (see
+The protocol feeds everything it receives here; the session takes lines out one
+at a time.  While a message is read the bytes go straight into its decoder (the
+DATA decoder of :mod:`smtpwire.common.data`, an :class:`ExactBytes` BDAT chunk, a
+PROXY header collector); the decoded content waits in :attr:`Inbound.pending`
+until the session takes it (at the end of the message, or each time ``wake_at``
+octets are pending), and whatever follows the end of the message (pipelined
+commands) goes back to the line reader, so no byte of a message is ever read as
+a command, nor a command as message content.  :class:`ChunkLineEndings` applies
+the bare-LF policy across BDAT chunks that may split a CRLF.
+
+Memory stays bounded: a partial command line is capped by the line reader,
+complete lines and pending content by the caller pausing its input (see
 :attr:`Inbound.buffered` and :attr:`Inbound.pending`), and a message by the
 decoder's size limit.
 """
@@ -16,9 +21,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from smtpwire.common.lines import LineReader, LineTooLong
+from .data import BareNewlinePolicy, normalize_line_endings
+from .lines import LineReader, LineTooLong
 
-__all__ = ["ExactBytes", "Inbound"]
+__all__ = ["ChunkLineEndings", "ExactBytes", "Inbound"]
 
 
 class _Decoder(Protocol):
@@ -143,3 +149,38 @@ class Inbound:
     def discard(self) -> None:
         """Forget unprocessed input (after STARTTLS, plaintext must never be executed)."""
         self._lines.clear()
+
+
+class ChunkLineEndings:
+    """The ``bare_lf`` policy over a BDAT message whose chunks may split a CRLF:
+    a CR ending one piece is held until the next shows whether an LF follows."""
+
+    __slots__ = ("_held", "_policy", "refused")
+
+    def __init__(self, policy: BareNewlinePolicy) -> None:
+        self._policy = policy
+        self._held = b""
+        self.refused = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._policy is BareNewlinePolicy.KEEP or self.refused:
+            return b"" if self.refused else data
+        data = self._held + data
+        self._held = b""
+        if data.endswith(b"\r"):
+            self._held, data = b"\r", data[:-1]
+        return self._apply(data)
+
+    def flush(self) -> bytes:
+        """At the end of the message: a CR still held is a bare CR."""
+        held, self._held = self._held, b""
+        return self._apply(held) if held and not self.refused else b""
+
+    def _apply(self, data: bytes) -> bytes:
+        if self._policy is BareNewlinePolicy.NORMALIZE:
+            return normalize_line_endings(data)
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            self.refused = True
+            return b""
+        return data
