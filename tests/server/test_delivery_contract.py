@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import trustme
 
 from smtpwire.server.controller import Controller
 from smtpwire.server.lmtp import LMTP
@@ -220,25 +219,6 @@ class SlowDelivery:
         await asyncio.sleep(0.005)  # simulated work, not synchronisation
         self.contents.append(envelope.original_content)
         return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def certificate_authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_context(certificate_authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate_authority.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(certificate_authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    certificate_authority.configure_trust(context)
-    return context
 
 
 def flight_then_close_notify(tls: MemoryTLSClient, flight: bytes) -> list[str]:

@@ -9,30 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
 
 from smtpwire.common.replies import ReplyParser
 from smtpwire.server.smtp import SMTP
 from support.server import WAIT, RawClient, Recorder, ServerThread, serving
-
-
-@pytest.fixture(scope="module")
-def certificate_authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server_context(certificate_authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate_authority.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture
-def client_context(certificate_authority: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    certificate_authority.configure_trust(context)
-    return context
 
 
 @pytest.fixture
