@@ -14,6 +14,7 @@ import pytest
 
 from smtpwire.server.handlers import Sink
 from smtpwire.server.smtp import SMTP, Envelope, Session
+from support.engine_doubles import RecordingTransport
 from support.server import WAIT, RawClient, ServerThread, read_until_eof, serving, text
 
 HOST = "inline.example"
@@ -297,3 +298,38 @@ def test_a_message_read_across_reads_then_a_hook() -> None:
         client.close()
         assert sessions_ended(server) == []
     assert handler.contents == [b"Subject: half\r\n\r\nonly the first lines\r\nthe rest\r\n"]
+
+
+class EndsOnClose(RecordingTransport):
+    """Like asyncio's SSL transport: close() processes a close_notify already read and
+    calls the protocol's eof_received() synchronously, from inside the runner's step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def close(self) -> None:
+        super().close()
+        if isinstance(self.protocol, asyncio.Protocol):
+            self.protocol.eof_received()
+
+
+async def test_end_of_input_during_a_runners_first_step_starts_no_second_runner() -> None:
+    """Regression: on Python 3.12+ a runner starts eagerly, inside data_received.  A
+    QUIT closing the transport in that first step made eof_received start another
+    runner in the same context while it was entered ("cannot enter context")."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    transport = EndsOnClose()
+    protocol = SMTP(Sink(), hostname=HOST)
+    transport.protocol = protocol
+    protocol.connection_made(transport)
+    await asyncio.wait_for(transport.until(lambda: b"220 " in transport.written), WAIT)
+    protocol.data_received(b"QUIT\r\n")
+    await asyncio.wait_for(transport.until(lambda: b"221 Bye" in transport.written), WAIT)
+    for _ in range(3):
+        await asyncio.sleep(0)  # let any wrongly started runner fail
+    protocol.connection_lost(None)
+    assert errors == []
+    assert transport.close_calls == 1
