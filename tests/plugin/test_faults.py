@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from collections.abc import Collection
+from typing import Any
 
 import pytest
 
@@ -550,3 +551,28 @@ def test_invalid_arguments_are_refused() -> None:
 def test_a_negative_delay_on_a_reply_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         FaultRules().reply(451, command="RCPT", delay=-0.5)
+
+
+async def test_a_refused_tls_connect_has_closed_its_socket_when_it_raises(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (a ResourceWarning seen in CI on 3.13): connect() failing over TLS
+    returned with the socket still closing, so an asyncio.run() ending right after
+    left it to the garbage collector.  It now waits for the close to finish."""
+    import smtpwire.client.smtp as client_module
+
+    sockets: list[Any] = []
+    real_open = client_module.open_connection
+
+    async def recording_open(*args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await real_open(*args, **kwargs)
+        sockets.append(transport.get_extra_info("socket"))
+        return transport, protocol
+
+    monkeypatch.setattr(client_module, "open_connection", recording_open)
+    server = start_server(tls="implicit")
+    server.faults.reply(421, "4.3.2 Busy", command="CONNECT")
+    with pytest.raises(aiosmtplib.SMTPConnectResponseError):
+        await client_send(server)
+    [sock] = sockets
+    assert sock.fileno() == -1  # closed, not merely closing

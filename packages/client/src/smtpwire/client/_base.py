@@ -463,11 +463,11 @@ class ClientBase(AuthMixin):
         transport = self.transport
         self.close()
         if protocol is not None and transport is not None:
-            await _closed(protocol, transport)
+            await closed_after_quit(protocol, transport)
         return response
 
 
-async def _closed(protocol: SMTPProtocol, transport: asyncio.Transport) -> None:
+async def closed_after_quit(protocol: SMTPProtocol, transport: asyncio.Transport) -> None:
     """After QUIT: let the close finish (over TLS it waits for the server's
     close_notify), so that no socket outlives the client, e.g. an ``asyncio.run()``
     that closes its loop right after sending; a server that does not answer the

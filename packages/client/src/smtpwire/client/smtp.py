@@ -26,6 +26,7 @@ from ._base import (
     ClientBase,
     Transaction,
     checked_hostname,
+    closed_after_quit,
     raise_if_all_refused,
 )
 from ._payload import MessageSource, Payload
@@ -86,7 +87,13 @@ class SMTP(ClientBase):
         try:
             return await self._connect(wait)
         except BaseException:
+            protocol, transport = self.protocol, self.transport
             self.close()
+            if protocol is not None and transport is not None:
+                # Let the close finish (over TLS: the server's close_notify, within
+                # a grace), so that no socket outlives a failed connect, e.g. in an
+                # asyncio.run() that ends right after.
+                await closed_after_quit(protocol, transport)
             raise
 
     async def _connect(self, timeout: float | None) -> SMTPResponse:
