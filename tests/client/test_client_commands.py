@@ -238,7 +238,7 @@ async def test_mail_and_rcpt_with_utf8_addresses(sink: Sink) -> None:
     with smtp_server(sink, enable_SMTPUTF8=True) as server:
         client = make_client(server)
         async with client:
-            await client.mail(UTF8_ADDRESS, options=["SMTPUTF8"])
+            await client.mail(UTF8_ADDRESS, options=["SMTPUTF8"], encoding="utf-8")
             await client.rcpt(UTF8_ADDRESS, encoding="utf-8")
             await client.data(b"utf8\r\n")
     assert sink.messages == [(UTF8_ADDRESS, [UTF8_ADDRESS], b"utf8\r\n")]

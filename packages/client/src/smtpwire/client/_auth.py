@@ -52,11 +52,21 @@ class AuthMixin:
         return [method for method in self.AUTH_METHODS if method in self.server_auth_methods]
 
     async def _maybe_login_on_connect(self) -> None:
-        if self._login_username is not None:
+        if self._oauth_token_generator is not None:
+            # Checked before a token is asked for, and with nothing sent: a server
+            # without XOAUTH2 must not see another mechanism tried instead.
+            if self._login_username is None:
+                raise SMTPException("username is required when using oauth_token_generator")
+            await self._ehlo_or_helo_if_needed()
+            if "xoauth2" not in self.server_auth_methods:
+                raise SMTPException(
+                    "oauth_token_generator provided but server does not support XOAUTH2"
+                )
+            token = await self._oauth_token_generator()
+            await self.auth_xoauth2(self._login_username, token)
+        elif self._login_username is not None:
             password = self._login_password if self._login_password is not None else ""
             await self.login(self._login_username, password)
-        elif self._oauth_token_generator is not None:
-            raise ValueError("oauth_token_generator needs a username")
 
     async def login(
         self, username: str | bytes, password: str | bytes, /, timeout: DefaultNumType = _default

@@ -6,7 +6,6 @@ command; connecting, STARTTLS and whole-message sending are in ``smtp.py``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import ssl
 import warnings
@@ -14,14 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from smtpwire.common.commands import format_command, format_mail_from, format_rcpt_to
+from smtpwire.common.commands import format_command
 from smtpwire.common.errors import ProtocolError
 from smtpwire.common.extensions import Extensions, parse_ehlo_reply
 from smtpwire.common.replies import SMTPReply
 
 from ._auth import AuthMixin
+from ._envelope import bare_mailbox, envelope_line
 from ._payload import MessageSource, Payload
-from .email import parse_address
 from .errors import (
     SMTPDataError,
     SMTPHeloError,
@@ -34,6 +33,7 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from .esmtp import extension_maps
 from .protocol import SMTPProtocol, _QuitAcknowledged
 from .response import SMTPResponse
 from .typing import Default, DefaultNumType, SMTPTokenGenerator, SocketPathType, _default
@@ -106,6 +106,9 @@ class ClientBase(AuthMixin):
         self.transport: asyncio.Transport | None = None
         self._reset_server_state()
         self._connect_lock: asyncio.Lock | None = None
+        self._connecting = False  # a connect() holds the connect lock and is under way
+        # One whole transaction at a time: tasks sharing the client take turns.
+        self._sendmail_lock: asyncio.Lock | None = None
         self._command_lock: asyncio.Lock | None = None
         self._validate_config()
 
@@ -124,6 +127,13 @@ class ClientBase(AuthMixin):
             raise ValueError("The socket and socket_path options are not compatible.")
         if (self.sock is not None or self.socket_path is not None) and self.port is not None:
             raise ValueError("The socket/socket_path and port options are not compatible.")
+        if (
+            (self.sock is not None or self.socket_path is not None)
+            and self.use_tls
+            and self.hostname is None
+        ):
+            # TLS over a given socket needs a name to check the certificate against.
+            raise ValueError("If using a socket with TLS, hostname is required")
         if self.hostname is not None and any(c in self.hostname for c in "\r\n\x00"):
             raise ValueError(f"hostname contains control characters: {self.hostname!r}")
         if self.local_hostname is not None:
@@ -191,7 +201,9 @@ class ClientBase(AuthMixin):
         self.transport = None
         self.protocol = None
         self._reset_server_state()
-        if self._connect_lock is not None and self._connect_lock.locked():
+        # A connect() under way releases the lock itself when it fails: a close()
+        # from elsewhere meanwhile must not hand the lock to a second connect.
+        if self._connect_lock is not None and self._connect_lock.locked() and not self._connecting:
             self._connect_lock.release()
 
     # -- commands ------------------------------------------------------------------------
@@ -311,7 +323,7 @@ class ClientBase(AuthMixin):
     async def helo(
         self, *, hostname: str | None = None, timeout: DefaultNumType = _default
     ) -> SMTPResponse:
-        name = checked_hostname(hostname or self.local_hostname or "localhost")
+        name = helo_name(hostname, self.local_hostname)
         response = await self._command(format_command("HELO", name), timeout)
         if response.code != 250:
             raise SMTPHeloError(response.code, response.message)
@@ -322,7 +334,7 @@ class ClientBase(AuthMixin):
     async def ehlo(
         self, *, hostname: str | None = None, timeout: DefaultNumType = _default
     ) -> SMTPResponse:
-        name = checked_hostname(hostname or self.local_hostname or "localhost")
+        name = helo_name(hostname, self.local_hostname)
         replies = await self._exchange([format_command("EHLO", name)], timeout)
         response = SMTPResponse.from_reply(replies[0])
         if response.code != 250:
@@ -332,8 +344,7 @@ class ClientBase(AuthMixin):
 
     def _set_extensions(self, extensions: Extensions, response: SMTPResponse) -> None:
         self._extensions = extensions
-        self.esmtp_extensions = {key.lower(): value for key, value in extensions.items()}
-        self.server_auth_methods = [mechanism.lower() for mechanism in extensions.auth_mechanisms]
+        self.esmtp_extensions, self.server_auth_methods = extension_maps(extensions)
         self.supports_esmtp = True
         self._last_ehlo_response = response
         self._transaction_open = False  # EHLO resets the session (RFC 5321 4.1.4)
@@ -393,17 +404,10 @@ class ClientBase(AuthMixin):
             raise ValueError(f"invalid address {address!r}: {error}") from error
 
     def _mail_line(self, sender: str, options: Iterable[str], encoding: str) -> bytes:
-        utf8 = encoding.lower().replace("-", "") == "utf8" or "SMTPUTF8" in options
-        try:
-            return format_mail_from(bare_mailbox(sender), list(options), utf8=utf8)
-        except ProtocolError as error:
-            raise ValueError(f"invalid sender {sender!r}: {error}") from error
+        return envelope_line("MAIL", sender, options, encoding)
 
-    def _rcpt_line(self, recipient: str, options: Iterable[str], utf8: bool) -> bytes:
-        try:
-            return format_rcpt_to(bare_mailbox(recipient), list(options), utf8=utf8)
-        except ProtocolError as error:
-            raise ValueError(f"invalid recipient {recipient!r}: {error}") from error
+    def _rcpt_line(self, recipient: str, options: Iterable[str], encoding: str) -> bytes:
+        return envelope_line("RCPT", recipient, options, encoding)
 
     async def mail(
         self, sender: str, /, *, options: Iterable[str] | None = None, encoding: str = "ascii",
@@ -421,8 +425,7 @@ class ClientBase(AuthMixin):
         self, recipient: str, /, *, options: Iterable[str] | None = None,
         encoding: str = "ascii", timeout: DefaultNumType = _default,
     ) -> SMTPResponse:  # fmt: skip
-        utf8 = encoding.lower().replace("-", "") == "utf8"
-        line = self._rcpt_line(recipient, options or (), utf8)
+        line = self._rcpt_line(recipient, options or (), encoding)
         await self._ehlo_or_helo_if_needed()
         response = await self._command(line, timeout)
         if response.code not in (250, 251):
@@ -504,19 +507,19 @@ def raise_if_all_refused(refused: dict[str, SMTPResponse], recipients: list[str]
         )
 
 
-@functools.lru_cache(maxsize=4096)
-def bare_mailbox(address: str) -> str:
-    """The mailbox alone: callers pass ``a@b``, ``<a@b>`` or ``Name <a@b>``;
-    anything that could smuggle a parameter or a command raises ValueError.
-    Cached, being a pure function: addresses sent to again are not re-parsed."""
-    text = address.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1]
-    return parse_address(text)
-
-
 def checked_hostname(name: str) -> str:
+    """The HELO/EHLO name, stripped; empty (only None means "the default") or with
+    whitespace or a control character inside (which would add an argument or a
+    command) is a ValueError."""
     stripped = name.strip()
-    if not stripped or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in stripped):
+    if not stripped:
+        raise ValueError("The local_hostname param must not be empty")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in stripped):
         raise ValueError(f"invalid local hostname {name!r}")
     return stripped
+
+
+def helo_name(hostname: str | None, local_hostname: str | None) -> str:
+    """The name HELO/EHLO/LHLO send: ``hostname`` when given (even empty, which is
+    refused), else the client's local name."""
+    return checked_hostname(local_hostname or "localhost" if hostname is None else hostname)

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from smtpwire.common.addresses import check_mailbox
 from smtpwire.common.charsets import find_unsafe
-from smtpwire.common.errors import ProtocolError
+from smtpwire.common.errors import AddressSyntaxError, ProtocolError
 
 from .errors import SMTPNotSupported
 
@@ -46,6 +46,7 @@ _QUOTED_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
 # Unicode-aware, so no-break and ideographic spaces count too.
 _SMUGGLING: Final = re.compile(r'[\s<>"]')
 _DISPLAY_SPECIALS: Final = re.compile(r"[<>@,;]")
+_LIST_OR_ESCAPE: Final = re.compile(r"[,\\]")
 _ANGLE: Final = re.compile(r"[<>]")
 _TRAILING_COMMENT: Final = re.compile(r"\s*\((?:[^()\\]|\\.)*\)\s*")
 _CTE_TYPES: Final = ("7bit", "8bit")
@@ -125,6 +126,14 @@ def _checked_mailbox(candidate: str, original: str) -> str:
         # No domain needed (``<postmaster>``, local ``root``), no local-part cap:
         # real MTAs accept both, and the server decides.
         check_mailbox(candidate, utf8=True, require_domain=False, max_local_part=None)
+    except AddressSyntaxError as error:
+        # Malformed (``@@``) but with nothing that could inject, as checked above
+        # and by the caller: aiosmtplib sends it and reports the server's refusal.
+        # Not an empty path in brackets, nor a comma (a list, of which aiosmtplib
+        # would silently keep the first address) or a backslash (which a server
+        # might read as escaping the closing bracket) outside a quoted local part.
+        if not candidate or _LIST_OR_ESCAPE.search(outside):
+            raise ValueError(f"invalid address {original!r}: {error}") from None
     except ProtocolError as error:
         raise ValueError(f"invalid address {original!r}: {error}") from None
     return candidate

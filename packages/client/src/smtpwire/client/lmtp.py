@@ -11,7 +11,7 @@ from __future__ import annotations
 from smtpwire.common.commands import format_command
 from smtpwire.common.extensions import parse_ehlo_reply
 
-from ._base import Transaction, checked_hostname, raise_if_all_refused
+from ._base import Transaction, helo_name, raise_if_all_refused
 from ._payload import Payload
 from .errors import SMTPHeloError, SMTPNotSupported
 from .response import SMTPResponse
@@ -26,7 +26,7 @@ class LMTP(SMTP):
         self, *, hostname: str | None = None, timeout: DefaultNumType = _default
     ) -> SMTPResponse:
         """LHLO: LMTP's EHLO."""
-        name = checked_hostname(hostname or self.local_hostname or "localhost")
+        name = helo_name(hostname, self.local_hostname)
         replies = await self._exchange([format_command("LHLO", name)], timeout)
         response = SMTPResponse.from_reply(replies[0])
         if response.code != 250:

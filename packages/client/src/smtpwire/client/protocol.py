@@ -100,7 +100,8 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
             self._wake()
 
     def eof_received(self) -> bool:
-        self._fail(self._disconnected())
+        # aiosmtplib's words for a server that closed its side (callers match them).
+        self._fail(self._disconnected(message="Unexpected EOF received"))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -246,11 +247,12 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _disconnected(self, exc: Exception | None = None) -> Exception:
+    def _disconnected(
+        self, exc: Exception | None = None, *, message: str = "Connection lost"
+    ) -> Exception:
         if self.quit_sent:
             return _QuitAcknowledged("Connection closed after QUIT")
-        message = "Connection lost" if exc is None else f"Connection lost: {exc}"
-        return SMTPServerDisconnected(message)
+        return SMTPServerDisconnected(message if exc is None else f"{message}: {exc}")
 
     def _fail(self, error: Exception) -> None:
         if self._error is None:

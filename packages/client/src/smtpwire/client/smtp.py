@@ -33,6 +33,7 @@ from ._payload import MessageSource, Payload
 from ._transport import ConnectionTarget, build_tls_context, open_connection
 from .email import prepare_message
 from .errors import (
+    SMTPConnectError,
     SMTPConnectResponseError,
     SMTPConnectTimeoutError,
     SMTPDataError,
@@ -56,6 +57,14 @@ _CONFIG_KEYS: Final = (
     "source_address", "use_tls", "start_tls", "validate_certs", "client_cert", "client_key",
     "tls_context", "cert_bundle", "socket_path", "sock",
 )  # fmt: skip
+# connect() keywords stored under another (private) name, as in aiosmtplib.
+_CONFIG_ATTRIBUTES: Final = {
+    "username": "_login_username",
+    "password": "_login_password",
+    "oauth_token_generator": "_oauth_token_generator",
+    "start_tls": "_start_tls_on_connect",
+}
+_BOOLEAN_KEYS: Final = frozenset({"use_tls", "validate_certs"})
 
 
 class SMTP(ClientBase):
@@ -65,29 +74,39 @@ class SMTP(ClientBase):
 
     async def connect(self, *, timeout: DefaultNumType = _default, **config: Any) -> SMTPResponse:
         """Open the connection, read the greeting, upgrade to TLS and log in as
-        configured; returns the greeting."""
-        for key, value in config.items():
+        configured; returns the greeting.
+
+        Every keyword given replaces the stored setting, ``None`` included
+        (``client_cert=None`` clears it, ``start_tls=None`` restores the automatic
+        STARTTLS), except ``use_tls`` and ``validate_certs``, which are plain
+        booleans whose ``None`` means "keep" (as in aiosmtplib)."""
+        for key in config:
             if key not in _CONFIG_KEYS:
                 raise TypeError(f"connect() got an unexpected keyword argument {key!r}")
-            if value is not None:
-                attribute = {
-                    "username": "_login_username",
-                    "password": "_login_password",
-                    "oauth_token_generator": "_oauth_token_generator",
-                    "start_tls": "_start_tls_on_connect",
-                }.get(key, key)
-                setattr(self, attribute, value)
+        if self.is_connected:
+            raise SMTPException("SMTP instance is already connected")
+        for key, value in config.items():
+            if value is None and key in _BOOLEAN_KEYS:
+                continue
+            setattr(self, _CONFIG_ATTRIBUTES.get(key, key), value)
         self._validate_config()
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
-        if self._connect_lock.locked() or self.is_connected:
-            raise SMTPException("SMTP instance is already connected")
+        if self._connect_lock.locked() and not self._connecting and self.protocol is not None:
+            # The lock belongs to a connection the server has since dropped and
+            # nobody closed yet: close it now, as aiosmtplib does when the
+            # connection is lost, so this connect does not wait for ever.
+            self.close()
+        # Held until close(): a connect racing one in progress (concurrent
+        # ``async with client:`` blocks) waits for that connection to end.
         await self._connect_lock.acquire()
+        self._connecting = True
         wait = self._timeout(timeout)
         try:
             return await self._connect(wait)
         except BaseException:
             protocol, transport = self.protocol, self.transport
+            self._connecting = False  # so that this close releases the connect lock
             self.close()
             if protocol is not None and transport is not None:
                 # Let the close finish (over TLS: the server's close_notify, within
@@ -95,6 +114,8 @@ class SMTP(ClientBase):
                 # asyncio.run() that ends right after.
                 await closed_after_quit(protocol, transport)
             raise
+        finally:
+            self._connecting = False
 
     async def _connect(self, timeout: float | None) -> SMTPResponse:
         loop = asyncio.get_running_loop()
@@ -110,6 +131,11 @@ class SMTP(ClientBase):
             greeting = await self._read(self.protocol, 1, timeout)
         except SMTPReadTimeoutError as error:
             raise SMTPConnectTimeoutError("Timed out waiting for server ready message") from error
+        except SMTPServerDisconnected as error:
+            # Closed before the greeting: a failure to connect, named as aiosmtplib does.
+            raise SMTPConnectError(
+                f"Error connecting to {hostname} on port {port}: {error}"
+            ) from error
         response = SMTPResponse.from_reply(greeting[0])
         if response.code != 220:
             raise SMTPConnectResponseError(response.code, response.message)
@@ -147,13 +173,17 @@ class SMTP(ClientBase):
         ):
             self._abort()
             return
+        protocol = self.protocol
         try:
             if self.is_connected:
                 await self.quit()
         except (SMTPServerDisconnected, SMTPResponseException, SMTPTimeoutError):
             pass
         finally:
-            self.close()
+            # Not once quit() has closed: by now another task's connect() (waiting
+            # for this block to end) may own the connection.
+            if self.protocol is protocol:
+                self.close()
 
     async def starttls(
         self,
@@ -234,12 +264,37 @@ class SMTP(ClientBase):
         upper = [option.upper() for option in options]
         payload = Payload(message, binary="BODY=BINARYMIME" in upper)
         utf8 = "SMTPUTF8" in upper
+        # aiosmtplib's mailbox encoding: UTF-8 with the SMTPUTF8 option, else ASCII.
+        encoding = "utf-8" if utf8 else "ascii"
         # Every address is checked before anything (even EHLO) is written: the
         # RCPT lines are built now; the MAIL line is built after EHLO, when SIZE
         # is known, and also once before it when an EHLO is still to be sent.
-        rcpt_lines = [self._rcpt_line(rcpt, rcpt_opts, utf8) for rcpt in recipient_list]
+        rcpt_lines = [self._rcpt_line(rcpt, rcpt_opts, encoding) for rcpt in recipient_list]
+        if self._sendmail_lock is None:
+            self._sendmail_lock = asyncio.Lock()
+        # A whole transaction at a time: tasks sharing this client would otherwise
+        # interleave their commands (a nested MAIL, or one message's MAIL inside
+        # another's DATA).  Pipelining within the transaction is unaffected.
+        async with self._sendmail_lock:
+            return await self._transact(
+                sender, recipient_list, options=options, rcpt_lines=rcpt_lines,
+                payload=payload, utf8=utf8, timeout=timeout,
+            )  # fmt: skip
+
+    async def _transact(
+        self,
+        sender: str,
+        recipient_list: list[str],
+        *,
+        options: list[str],
+        rcpt_lines: list[bytes],
+        payload: Payload,
+        utf8: bool,
+        timeout: DefaultNumType,
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        encoding = "utf-8" if utf8 else "ascii"
         if self.is_ehlo_or_helo_needed:
-            self._mail_line(sender, options, "utf-8" if utf8 else "ascii")
+            self._mail_line(sender, options, encoding)
             await self._ehlo_or_helo_if_needed()
         if utf8 and not self.supports_extension("smtputf8"):
             raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
@@ -256,7 +311,7 @@ class SMTP(ClientBase):
         transaction = Transaction(
             sender,
             recipient_list,
-            self._mail_line(sender, options, "utf-8" if utf8 else "ascii"),
+            self._mail_line(sender, options, encoding),
             rcpt_lines,
             payload,
         )
