@@ -174,7 +174,7 @@ def test_a_subclass_command_runs_in_the_session_task() -> None:
 
 
 class FailsInMail(SMTP):
-    def _path_syntax_error(self, verb: str) -> str:
+    async def smtp_MAIL(self, arg: str | None) -> None:
         raise RuntimeError("broken on purpose")
 
 

@@ -73,8 +73,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
 
     def _init_connection(
         self,
+        inbound: Inbound,
         *,
-        max_line_length: int,
         timeout: float,
         session_limit: float | None = None,
         min_data_rate: float | None = None,
@@ -89,7 +89,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._handler_coroutine = None  # the runner: the task running session code now
         self._starting = False  # a runner's eager first step is running
         self._context: contextvars.Context | None = None  # carried from runner to runner
-        self._inbound = Inbound(max_line_length)
+        self._inbound = inbound  # the session's input framing (sans-I/O)
         self._outbox: list[bytes] = []
         self._outbox_size = 0
         self._input_waiter: asyncio.Future[None] | None = None

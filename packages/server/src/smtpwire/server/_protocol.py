@@ -22,8 +22,8 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from smtpwire.common.lines import LineTooLong
-from smtpwire.common.server_input import ChunkLineEndings
-from smtpwire.common.server_rules import CommandGate, CommandRefusal
+from smtpwire.common.server_rules import CommandRefusal
+from smtpwire.common.server_session import TOO_MANY_ERRORS, ServerSession, SessionRules
 
 from ._auth import AuthMixin, CramMD5Secret
 from ._connection import Connection
@@ -51,9 +51,6 @@ DATA_SIZE_DEFAULT: Final = 2**25
 log = logging.getLogger("mail.log")
 
 ERROR_LIMIT_MODERN: Final = 20
-# Only permanent errors count: a 4xx (say, recipients past the cap) is the
-# server's own limit, which a well-behaved client may meet many times.
-_ERROR_CLASSES: Final = ("5", b"5")
 
 _CommandFunction = Callable[[Any, str | None], Awaitable[None]]
 
@@ -121,13 +118,11 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
     # the mixins have none, which gives instances a __dict__, made only if used).
     __slots__ = (
         "__ident__", "_auth_callback", "_auth_methods", "_auth_require_tls",
-        "_auth_required", "_authenticator", "_bdat_content", "_bdat_endings",
-        "_bdat_size", "_bdat_started", "_cram_md5_secret", "_current_command",
-        "_decode_data", "_error_limit", "_errors", "_gate", "_greeting_delay", "_hooks",
-        "_implicit_tls", "_proxy_timeout", "_smtp_methods", "_tls_handshake_okay",
-        "_tls_protocol", "command_size_limits", "data_size_limit", "enable_SMTPUTF8",
-        "envelope", "event_handler", "extensions", "hostname", "made_at",
-        "require_starttls", "session", "tls_context",
+        "_auth_required", "_authenticator", "_bdat_content", "_cram_md5_secret",
+        "_decode_data", "_greeting_delay", "_hooks", "_implicit_tls", "_proxy_timeout",
+        "_smtp_methods", "_state_machine", "command_size_limits", "data_size_limit",
+        "enable_SMTPUTF8", "envelope", "event_handler", "extensions", "hostname",
+        "made_at", "require_starttls", "session", "tls_context",
     )  # fmt: skip
 
     command_size_limit = 512
@@ -174,7 +169,6 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
             modern=modern, pipelining=pipelining, chunking=chunking, dsn=dsn,
             enhanced_status_codes=enhanced_status_codes, rcpt_limit=rcpt_limit, bare_lf=bare_lf,
         )  # fmt: skip
-        self._current_command: str | None = None
         if greeting_delay is not None and greeting_delay < 0:
             raise ValueError("greeting_delay must be >= 0 (or None: no early-talker check)")
         # RFC 5321 4.3.1 / RFC 2920: a client speaks only after the greeting.  With a
@@ -192,8 +186,6 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         # of the session (see smtp.SMTP._implicit_handshake).
         self._implicit_tls: ssl.SSLContext | None = None
         self.require_starttls = bool(tls_context) and require_starttls
-        self._tls_protocol: Any = None
-        self._tls_handshake_okay = True
         self._init_auth(
             handler,
             auth_required=auth_required,
@@ -217,36 +209,43 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
                 stacklevel=3,
             )
         self._smtp_methods = command_table(type(self), self.extensions.chunking)
-        # The per-command checks and the session's counters (sans-I/O, in common).
-        self._gate = CommandGate(
-            self._smtp_methods,
-            command_call_limit=command_call_limit,
-            bare_newline=self.extensions.bare_lf,
-        )
-        self.command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
-            lambda: self.command_size_limit
-        )
-        # Replaced through the override points when the connection is made.
         # Placeholders until the session's first task makes them through the
         # override points (which run in a task, as every overridable method does).
         self.session = Session(self.loop)
         self.envelope = Envelope()
         self._bdat_content: MessageContent | None = None  # of the BDAT message so far
-        self._bdat_endings: ChunkLineEndings | None = None
-        self._bdat_size = 0
-        self._bdat_started = False  # a chunk was taken: DATA is out of sequence
         if error_limit is not None and error_limit < 1:
             raise ValueError("error_limit must be at least 1 (or None: no limit)")
-        # Postfix's smtpd_hard_error_limit: a client that keeps getting errors is
-        # probing (say, guessing addresses) or broken; modern: 20 replies of 5xx,
-        # then 421 and close.
-        self._error_limit = ERROR_LIMIT_MODERN if error_limit is None and modern else error_limit
-        self._errors = 0
+        extensions = self.extensions
+        # The protocol's state and rules (sans-I/O, in common): input framing, the
+        # per-line gate and its counters, TLS, the BDAT transfer, the error budget.
+        self._state_machine = ServerSession(
+            self._smtp_methods,
+            self,
+            SessionRules(
+                decode_data=decode_data,
+                chunking=extensions.chunking,
+                dsn=extensions.dsn,
+                rcpt_limit=extensions.rcpt_limit,
+                bare_newline=extensions.bare_lf,
+                tls_offered=bool(tls_context),
+                require_starttls=self.require_starttls,
+                auth_required=auth_required,
+                # Postfix's smtpd_hard_error_limit: a client that keeps getting errors
+                # is probing (say, guessing addresses) or broken; modern: 20 replies
+                # of 5xx, then 421 and close.
+                error_limit=ERROR_LIMIT_MODERN if error_limit is None and modern else error_limit,
+                command_call_limit=command_call_limit,
+            ),
+        )
+        # aiosmtpd's name for the per-verb line limits EHLO announces (per
+        # connection here: aiosmtpd's class-level dict leaks between connections).
+        self.command_size_limits = self._state_machine.line_limits
         for name, value in (("session_limit", session_limit), ("min_data_rate", min_data_rate)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0 (or None: no limit)")
         self._init_connection(
-            max_line_length=max(self.line_length_limit, self.command_size_limit + 2),
+            self._state_machine.inbound,
             timeout=timeout,
             # modern: one hour per session.  No minimum data rate unless asked for: a
             # person typing a message by hand into the CLI's server would trip it.
@@ -263,6 +262,20 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
     def max_command_size_limit(self) -> int:
         return max([self.command_size_limit, *self.command_size_limits.values()])
 
+    @property
+    def _tls_protocol(self) -> bool:
+        """Whether the connection is encrypted (aiosmtpd keeps its TLS protocol
+        object under this name; code that tests it for truth keeps working)."""
+        return self._state_machine.encrypted
+
+    @property
+    def _current_command(self) -> str | None:
+        return self._state_machine.verb
+
+    @_current_command.setter
+    def _current_command(self, verb: str | None) -> None:
+        self._state_machine.verb = verb
+
     # -- override points (aiosmtpd's) -----------------------------------------------
 
     def _create_session(self) -> Session:
@@ -277,9 +290,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         if content is not None:
             content.abort("transaction ended before BDAT LAST")
         self._bdat_content = None
-        self._bdat_endings = None
-        self._bdat_size = 0
-        self._bdat_started = False
+        self._state_machine.end_transaction()
 
     def _set_rset_state(self) -> None:
         self._set_post_data_state()
@@ -291,7 +302,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         if transport.get_extra_info("sslcontext") is not None:
             # Implicit TLS (SMTPS): the session is encrypted from the first byte.
             self.session.ssl = ssl_facts(transport)
-            self._tls_protocol = True
+            self._state_machine.tls_established()
         log.info("Peer: %r", self.session.peer)
         if self._implicit_tls is not None:
             # Nothing may be read before start_tls takes the transport over: the
@@ -311,12 +322,9 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
 
     def _queue_reply(self, status: str | bytes) -> bool:
         write_now = super()._queue_reply(status)
-        if self._error_limit is None or status[:1] not in _ERROR_CLASSES or self._closing:
-            return write_now
-        self._errors += 1
-        if self._errors >= self._error_limit:
+        if not self._closing and self._state_machine.count_reply(status):
             log.warning("%r error limit reached", self.session.peer)
-            self._say_and_close("421 4.7.0 Error: too many errors, closing")
+            self._say_and_close(TOO_MANY_ERRORS)
         return write_now
 
     def _encode_reply(self, status: str) -> bytes:
@@ -363,7 +371,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
             and not await self._observe_command(line)
         ):
             return
-        await self._dispatch(line, self._gate.calls_left)
+        await self._dispatch(line, self._state_machine.gate.calls_left)
 
     async def _command_failed(self, error: Exception) -> None:
         await self._reply(await self._describe_exception(error))
@@ -421,17 +429,8 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         it stays in the signature for subclasses that override this method."""
         if isinstance(line, bytes) and log.isEnabledFor(logging.INFO):
             log.info("%r >> %r", self.session.peer, sanitize(line))
-        screened = self._gate.screen(
-            line,
-            max_length=self.command_size_limit,
-            max_lengths=self.command_size_limits if self.session.extended_smtp else None,
-            bare_lf=self._inbound.last_line_bare_lf,
-            utf8=self.enable_SMTPUTF8,
-            handshake_refused=not self._tls_handshake_okay,
-            starttls_required=self.require_starttls and not self._tls_protocol,
-        )
+        screened = self._state_machine.screen(line)
         if isinstance(screened, CommandRefusal):
-            self._current_command = screened.verb  # "" until the verb is known
             if screened.log_reason is not None:
                 log.warning("%r %s", self.session.peer, screened.log_reason)
             await self._reply(screened.reply)
@@ -439,7 +438,6 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
                 self._close_transport()
             return
         verb, arg = screened
-        self._current_command = verb
         await self._smtp_methods[verb](self, arg)
 
     async def handle_exception(self, error: Exception) -> str:

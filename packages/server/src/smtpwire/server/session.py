@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from smtpwire.common.mail_parameters import OriginalRecipient
+from smtpwire.common.server_rules import RcptDSN
 
 if TYPE_CHECKING:
     from .proxy_protocol import ProxyData
@@ -124,11 +124,9 @@ class Session:
         )
 
 
-class RecipientDSN(NamedTuple):
-    """A recipient's DSN parameters: NOTIFY's conditions and ORCPT, each None if absent."""
-
-    notify: frozenset[str] | None
-    orcpt: OriginalRecipient | None
+# A recipient's DSN parameters (NOTIFY's conditions and ORCPT, each None if absent):
+# the sans-I/O core's type, under the name this module has always given it.
+RecipientDSN = RcptDSN
 
 
 @dataclass(eq=False)

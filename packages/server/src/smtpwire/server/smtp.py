@@ -18,27 +18,15 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from smtpwire.common.data import BareNewlinePolicy, DataDecoder
 from smtpwire.common.server_commands import (
     BARE_NEWLINE_IN_DATA,
     CommandSyntax,
-    ParsedPath,
     argument_refusal,
-    bdat_refusal,
-    check_mail,
-    check_rcpt,
-    data_refusal,
-    ehlo_offer,
     help_reply,
     message_refusal,
-    path_syntax_error,
-    rcpt_sequence_refusal,
-    read_bdat,
-    read_path,
     read_vrfy,
-    starttls_refusal,
 )
-from smtpwire.common.server_input import ChunkLineEndings, ExactBytes
+from smtpwire.common.server_input import ExactBytes
 from smtpwire.common.server_rules import (
     ALLOWED_BEFORE_STARTTLS,
     BOGUS_LIMIT,
@@ -67,7 +55,6 @@ from .session import (
     Envelope,
     LoginPassword,
     PeerType,
-    RecipientDSN,
     Session,
 )
 
@@ -119,20 +106,9 @@ class SMTP(SessionProtocol):
 
     def _ehlo_lines(self) -> list[str]:
         """The planned EHLO reply, in aiosmtpd's keyword order."""
-        offer = ehlo_offer(
-            self.hostname,
-            command_length=self.command_size_limit,
-            data_size_limit=self.data_size_limit,
-            eight_bit_mime=not self._decode_data,
-            smtputf8=self.enable_SMTPUTF8,
-            starttls=bool(self.tls_context) and not self._tls_protocol,
-            auth_line=self._ehlo_auth_line(),
-            keywords=self.extensions.ehlo_keywords(),
+        return self._state_machine.ehlo_lines(
+            self._ehlo_auth_line(), self.extensions.ehlo_keywords()
         )
-        # Per connection (aiosmtpd keeps these in one class-level dict, so they
-        # grow with every EHLO and leak between connections).
-        self.command_size_limits["MAIL"] = offer.mail_length
-        return offer.lines
 
     async def _greet_extended(self, hostname: str | None, verb: str) -> None:
         if (refusal := argument_refusal(verb, hostname)) is not None:
@@ -223,8 +199,7 @@ class SMTP(SessionProtocol):
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
-        available = bool(self.tls_context) and not self._tls_protocol
-        if (refusal := starttls_refusal(arg, available=available)) is not None:
+        if (refusal := self._state_machine.starttls(arg)) is not None:
             await self._reply(refusal)
             return
         assert self.tls_context is not None  # noqa: S101 - available says so
@@ -253,7 +228,7 @@ class SMTP(SessionProtocol):
         hook = self._hooks.names.get("STARTTLS")
         if hook is not None:
             handshake_okay = getattr(self.event_handler, hook)(self, self.session, self.envelope)
-            self._tls_handshake_okay = bool(handshake_okay)
+            self._state_machine.tls_established(accepted=bool(handshake_okay))
 
     async def _implicit_handshake(self) -> bool:
         assert self._implicit_tls is not None  # noqa: S101 - the caller checked
@@ -294,26 +269,10 @@ class SMTP(SessionProtocol):
                 return None  # a reset or an EOF: nothing to report
             raise
         self.transport = tls_transport
-        self._tls_protocol = True
+        self._state_machine.tls_established()
         return tls_transport
 
     # -- the mail transaction -----------------------------------------------------------------
-
-    def _path_syntax_error(self, verb: str) -> str:
-        return path_syntax_error(verb, extended=self.session.extended_smtp)
-
-    def _parse_path_or_refuse(
-        self, arg: str | None, keyword: str, syntax_error: str
-    ) -> ParsedPath | str:
-        """The address and parameters, or the error reply."""
-        return read_path(
-            arg,
-            keyword,
-            syntax_error,
-            utf8=self.enable_SMTPUTF8,
-            max_local_part=self.local_part_limit or None,
-            extended=self.session.extended_smtp,
-        )
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -321,41 +280,20 @@ class SMTP(SessionProtocol):
             await self.check_helo_needed() or await self.check_auth_needed("MAIL")
         ):
             return
-        syntax_error = self._path_syntax_error("MAIL FROM:")
-        parsed = self._parse_path_or_refuse(arg, "FROM:", syntax_error)
-        if isinstance(parsed, str):
-            await self._reply(parsed)
+        machine = self._state_machine
+        request = machine.mail(arg)
+        if isinstance(request, str):
+            await self._reply(request)
             return
-        address, mail_options, raw = parsed
-        extensions = self.extensions
-        mail_dsn = check_mail(
-            parsed,
-            syntax_error,
-            mail_from=self.envelope.mail_from,
-            size_limit=self.data_size_limit,
-            smtputf8=self.enable_SMTPUTF8,
-            decode_data=self._decode_data,
-            chunking=extensions.chunking,
-            dsn=extensions.dsn,
-        )
-        if isinstance(mail_dsn, str):
-            await self._reply(mail_dsn)
-            return
-        if mail_dsn is not None:
-            self.envelope.dsn_ret, self.envelope.dsn_envid = mail_dsn
-        self.envelope.smtp_utf8 = "SMTPUTF8" in mail_options
-        body = raw.get("BODY")
-        self.envelope.body_type = None if body is None else body.upper()
+        machine.note_mail_parameters(request)
         status = (
-            await self._call_handler_hook("MAIL", address, mail_options)
+            await self._call_handler_hook("MAIL", request.address, request.options)
             if "MAIL" in self._hooks.names
             else MISSING
         )
         if status is MISSING:
-            self.envelope.mail_from = address
-            self.envelope.mail_options.extend(mail_options)
-            status = "250 OK"
-        log.info("%r sender: %s", self.session.peer, address)
+            status = machine.accept_mail(request)
+        log.info("%r sender: %s", self.session.peer, request.address)
         await self._reply(status)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -364,37 +302,20 @@ class SMTP(SessionProtocol):
             await self.check_helo_needed() or await self.check_auth_needed("RCPT")
         ):
             return
-        if (refusal := rcpt_sequence_refusal(self.envelope.mail_from)) is not None:
-            await self._reply(refusal)
+        machine = self._state_machine
+        request = machine.rcpt(arg)
+        if isinstance(request, str):
+            await self._reply(request)
             return
-        parsed = self._parse_path_or_refuse(arg, "TO:", self._path_syntax_error("RCPT TO:"))
-        if isinstance(parsed, str):
-            await self._reply(parsed)
-            return
-        address, rcpt_options, _ = parsed
-        extensions = self.extensions
-        rcpt_dsn = check_rcpt(
-            parsed,
-            recipients=len(self.envelope.rcpt_tos),
-            rcpt_limit=extensions.rcpt_limit,
-            dsn=extensions.dsn,
-        )
-        if isinstance(rcpt_dsn, str):
-            await self._reply(rcpt_dsn)
-            return
-        dsn = None if rcpt_dsn is None else RecipientDSN(*rcpt_dsn)
         status = (
-            await self._call_handler_hook("RCPT", address, rcpt_options)
+            await self._call_handler_hook("RCPT", request.address, request.options)
             if "RCPT" in self._hooks.names
             else MISSING
         )
         if status is MISSING:
-            self.envelope.rcpt_tos.append(address)
-            self.envelope.rcpt_options.extend(rcpt_options)
-            status = "250 OK"
-        if dsn is not None and str(status).startswith("25"):
-            self.envelope.rcpt_dsn[address] = dsn
-        log.info("%r recip: %s", self.session.peer, address)
+            status = machine.accept_rcpt(request)
+        machine.note_rcpt_dsn(request, status)
+        log.info("%r recip: %s", self.session.peer, request.address)
         await self._reply(status)
 
     @syntax("DATA")
@@ -403,13 +324,7 @@ class SMTP(SessionProtocol):
             await self.check_helo_needed() or await self.check_auth_needed("DATA")
         ):
             return
-        refusal = data_refusal(
-            arg,
-            has_recipients=bool(self.envelope.rcpt_tos),
-            body_type=self.envelope.body_type,
-            bdat_started=self._bdat_started,
-        )
-        if refusal is not None:
+        if (refusal := self._state_machine.data(arg)) is not None:
             await self._reply(refusal)
             return
         await self._reply("354 End data with <CR><LF>.<CR><LF>")
@@ -420,28 +335,18 @@ class SMTP(SessionProtocol):
         """CHUNKING (RFC 3030): the chunk's octets follow the command line exactly.
         They are always read, even when the chunk is refused, so that no byte of a
         message is ever taken for a command."""
-        bdat = read_bdat(arg)
-        if isinstance(bdat, str):
+        machine = self._state_machine
+        step = machine.bdat(arg)
+        if isinstance(step, str):
             # Without a size the chunk's end is unknown: its bytes must never be read
             # as commands, so the connection ends here.
-            await self._reply(bdat)
+            await self._reply(step)
             self._close_transport()
             return
-        session = self.session
-        refusal = bdat_refusal(
-            bdat.size,
-            greeted=bool(session.host_name),
-            auth_needed=self._auth_required and not session.authenticated,
-            has_recipients=bool(self.envelope.rcpt_tos),
-            received=self._bdat_size,
-            size_limit=self.data_size_limit,
-        )
-        if refusal is None and self._bdat_content is None:
+        bdat, refusal, endings = step.command, step.refusal, step.endings
+        if step.first:
             self._bdat_content = self._open_content()
-            binary = self.envelope.body_type == "BINARYMIME"  # delivered byte for byte
-            policy = BareNewlinePolicy.KEEP if binary else self.extensions.bare_lf
-            self._bdat_endings = ChunkLineEndings(policy)
-        content, endings = self._bdat_content, self._bdat_endings
+        content = self._bdat_content
 
         async def take(data: bytes) -> None:
             if content is not None and endings is not None:
@@ -468,8 +373,7 @@ class SMTP(SessionProtocol):
             return
         assert content is not None  # noqa: S101 - set above
         assert endings is not None  # noqa: S101
-        self._bdat_size += bdat.size
-        self._bdat_started = True
+        machine.bdat_taken(bdat.size)
         if endings.refused:
             content.abort("bare <CR> or <LF> in the message")
         if not bdat.last:
@@ -483,13 +387,6 @@ class SMTP(SessionProtocol):
         self._bdat_content = None  # the message is complete: no longer to be aborted
         await self._complete_message(content)
 
-    def _data_decoder(self) -> DataDecoder:
-        return DataDecoder(
-            max_size=self.data_size_limit or None,
-            max_line_length=self.line_length_limit,
-            bare_newline=self.extensions.bare_lf,
-        )
-
     def _open_content(self) -> MessageContent:
         """Where the next message goes: to ``handle_DATA_STREAM`` as it arrives if
         the handler has that hook, otherwise kept whole for ``handle_DATA``."""
@@ -499,7 +396,7 @@ class SMTP(SessionProtocol):
 
     async def _receive_data(self) -> None:
         """Read a DATA message through its terminator, then deliver or refuse it."""
-        decoder = self._data_decoder()
+        decoder = self._state_machine.data_decoder()
         content = self._open_content()
         if not await self._read_message(decoder, content.write, wake_at=content.wake_at):
             log.info("%r connection lost during DATA", self._describe_peer())
