@@ -12,35 +12,30 @@ server's loop instead, which is what that connection was for.
 
 The unthreaded controllers leave the event loop to the caller.
 :class:`QueueController` is lazr.smtptest's testing idiom: every received
-message lands in a :class:`queue.Queue`.
+message lands in a :class:`queue.Queue`.  (Where a controller listens, and the
+queue's reading side, are private modules of their own: ``_controller_*``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email
-import email.message
-import email.policy
-import errno
 import logging
-import os
-import queue
-import socket
 import ssl
 import threading
+import time
 import warnings
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, cast
 
+from ._controller_listen import IP6_IS, SocketFile, bound_port, get_localhost, listen_tcp
+from ._controller_queue import QueueReader
 from ._serving import (
     CLOSE_TIMEOUT,
     RELEASE_TIMEOUT,
-    MessageQueue,
     Refuser,
     ServingThread,
     TooBusy,
@@ -54,7 +49,6 @@ from ._serving import (
     stacklevel_outside,
     wait_closed,
 )
-from .handlers import Queue
 from .smtp import SMTP
 
 __all__ = [
@@ -77,37 +71,19 @@ log = logging.getLogger("mail.log")
 
 DEFAULT_READY_TIMEOUT: Final = 5.0
 
-
-class IP6_IS:
-    """The ``bind()`` errors that tell whether this host has IPv6.
-
-    Mutable on purpose: aiosmtpd documents adding errno values here for systems
-    that report a missing IPv6 stack in an unusual way.
-    """
-
-    NO: Final[set[int]] = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
-    YES: Final[set[int]] = {errno.EADDRINUSE}
-
-
-def _has_ipv6() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError as error:
-        if error.errno in IP6_IS.YES:
-            return True
-        if error.errno not in IP6_IS.NO:
-            log.debug("treating IPv6 as unavailable after bind error %r", error)
-        return False
-    return True
-
-
-def get_localhost() -> str:
-    """The loopback address to listen on by default: IPv6 where the host has it,
-    since clients given ``localhost`` usually try ``::1`` first."""
-    return "::1" if _has_ipv6() else "127.0.0.1"
+# aiosmtpd's texts, word for word: migrated suites match on them.
+SERVER_KWARGS_DEPRECATED: Final = (
+    "server_kwargs will be removed in version 2.0. Just specify the keyword arguments "
+    "to forward to SMTP as kwargs to this __init__ method."
+)
+NOT_LISTENING: Final = (
+    "SMTP server failed to start within allotted time. This might happen if the "
+    "system is too busy. Try increasing the `ready_timeout` parameter."
+)
+NOT_RESPONDING: Final = (
+    "SMTP server started, but not responding within allotted time. This might happen "
+    "if the system is too busy. Try increasing the `ready_timeout` parameter."
+)
 
 
 class BaseController(ABC):
@@ -141,8 +117,7 @@ class BaseController(ABC):
         self.SMTP_kwargs: dict[str, Any] = {}
         if server_kwargs is not None:
             warnings.warn(
-                "server_kwargs is deprecated and will be removed in version 2.0: pass the "
-                "SMTP keyword arguments to the controller directly",
+                SERVER_KWARGS_DEPRECATED,
                 DeprecationWarning,
                 stacklevel=stacklevel_outside(__name__),
             )
@@ -208,14 +183,27 @@ class BaseController(ABC):
     def _after_close(self) -> None:  # noqa: B027 - an optional hook
         """Release what the listener left behind once it is closed (a socket file)."""
 
-    async def _open(self) -> tuple[SMTP, asyncio.Server]:
-        # One instance made here, in the loop that will serve, surfaces a handler or
-        # keyword argument the SMTP class refuses as start()'s error rather than as
-        # a connection closed on the first client.
-        smtpd = cast("SMTP | None", self.factory())
-        if smtpd is None:
-            raise RuntimeError("factory() returned None")
-        return smtpd, await self._create_server()
+    async def _open(self, listening: threading.Event | None = None) -> tuple[SMTP, asyncio.Server]:
+        """Listen, then make one SMTP instance in the loop that will serve.
+
+        That first instance surfaces a handler or keyword argument the SMTP class
+        refuses as the start-up error rather than as a connection closed on the
+        first client.  ``listening`` is set once the listener is up (or failed),
+        which is how ``start()`` tells aiosmtpd's two time-outs apart.
+        """
+        try:
+            server = await self._create_server()
+        finally:
+            if listening is not None:
+                listening.set()
+        try:
+            smtpd = cast("SMTP | None", self.factory())
+            if smtpd is None:
+                raise RuntimeError("factory() returned None")
+        except BaseException:
+            await self._close_server(server, ())
+            raise
+        return smtpd, server
 
     async def _close_server(
         self, server: asyncio.Server | None, connections: Iterable[SMTP]
@@ -286,8 +274,10 @@ class BaseThreadedController(BaseController):
         connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._connections = connections
 
+        listening = threading.Event()
+
         async def start_serving() -> asyncio.Server:
-            smtpd, server = await self._open()
+            smtpd, server = await self._open(listening)
             if not thread.stop_requested:  # a start() that timed out has let go
                 self.smtpd, self.server = smtpd, server
             return server
@@ -300,13 +290,15 @@ class BaseThreadedController(BaseController):
             f"smtpwire-controller-{id(self):x}", self._loop_for_start(), start_serving, shut_down
         )
         thread.start()
-        if not thread.ready.wait(self.ready_timeout):
-            self._abandon(thread)
-            raise TimeoutError(
-                f"SMTP server failed to start within allotted time ({self.ready_timeout} s). "
-                "If the machine is busy, raise the ready_timeout argument or set "
-                "SMTPWIRE_CONTROLLER_TIMEOUT."
-            )
+        deadline = time.monotonic() + self.ready_timeout
+        # One budget for two stages, each with aiosmtpd's own text: the listener,
+        # then the first factory() call.  A thread that already failed is not
+        # timed out: its error is the one to raise.
+        for stage_done, message in ((listening, NOT_LISTENING), (thread.ready, NOT_RESPONDING)):
+            remaining = max(0.0, deadline - time.monotonic())
+            if not stage_done.wait(remaining) and thread.error is None:
+                self._abandon(thread)
+                raise TimeoutError(message)
         if thread.error is not None:
             thread.join(CLOSE_TIMEOUT)
             self._thread_exception = thread.error
@@ -394,9 +386,7 @@ class BaseUnthreadedController(BaseController):
             self.smtpd, self.server = future.result(DEFAULT_READY_TIMEOUT)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise TimeoutError(
-                f"SMTP server failed to start within {DEFAULT_READY_TIMEOUT} s"
-            ) from None
+            raise TimeoutError(NOT_LISTENING) from None
 
     async def finalize(self) -> None:
         """Close the listener and every connection, then set :attr:`ended`: the
@@ -436,28 +426,11 @@ class InetMixin(BaseController):
         self._requested_port = port
 
     async def _create_server(self) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-
-        async def listen(port: int) -> asyncio.Server:
-            return await loop.create_server(
-                self._factory_invoker, host=self.hostname, port=port, ssl=self._listener_ssl
-            )
-
-        server = await listen(self._requested_port)
-        ports = {_bound_port(sock) for sock in server.sockets}
-        if len(ports) > 1:
-            # Port 0 on a name with several addresses ("localhost", ""): each socket
-            # got its own free port.  Listen again on one port for all of them.
-            port = _bound_port(server.sockets[0])
-            server.close()
-            await server.wait_closed()
-            server = await listen(port)
-        self.port = _bound_port(server.sockets[0])
+        server = await listen_tcp(
+            self._factory_invoker, self.hostname, self._requested_port, self._listener_ssl
+        )
+        self.port = bound_port(server.sockets[0])
         return server
-
-
-def _bound_port(sock: Any) -> int:
-    return int(sock.getsockname()[1])
 
 
 class UnixSocketMixin(BaseController):
@@ -473,23 +446,13 @@ class UnixSocketMixin(BaseController):
     ) -> None:
         super().__init__(handler, loop, **kwargs)
         self.unix_socket = str(unix_socket)
-        self._socket_inode: int | None = None
+        self._socket_file = SocketFile(self.unix_socket)
 
     async def _create_server(self) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(
-            self._factory_invoker, path=self.unix_socket, ssl=self._listener_ssl
-        )
-        self._socket_inode = os.stat(self.unix_socket).st_ino
-        return server
+        return await self._socket_file.listen(self._factory_invoker, self._listener_ssl)
 
     def _after_close(self) -> None:
-        # Python 3.13 removes the file itself; before that it stays behind.  Remove
-        # it only if it is still the socket this server made.
-        inode, self._socket_inode = self._socket_inode, None
-        with suppress(OSError):
-            if inode is not None and os.stat(self.unix_socket).st_ino == inode:
-                os.unlink(self.unix_socket)
+        self._socket_file.remove()
 
 
 class Controller(InetMixin, BaseThreadedController):
@@ -603,14 +566,10 @@ class UnixSocketUnthreadedController(UnixSocketMixin, BaseUnthreadedController):
 # -- lazr.smtptest's QueueController -------------------------------------------------
 
 
-class _QueueHandler(Queue):
-    # Tests read message["X-Peer"]; a client's own copy must not be what they find.
-    replace_envelope_headers = True
-
-
-class QueueController(Controller):
+class QueueController(QueueReader, Controller):
     """A server for tests that assert on the mail an application sends: each message
-    is queued as an :class:`email.message.Message`; iterate to drain the queue.
+    is queued as an :class:`email.message.Message`; iterate to drain the queue, or
+    ``wait_for()`` mail still in flight.
 
     ``QueueController(host, port)`` as in lazr.smtptest; here the port defaults to
     0 (a free port, read back from :attr:`port`).
@@ -627,10 +586,8 @@ class QueueController(Controller):
         server_hostname: str | None = None,
         **SMTP_parameters: Any,
     ) -> None:
-        self._messages = MessageQueue()
-        self.queue: queue.Queue[email.message.Message] = self._messages
         super().__init__(
-            _QueueHandler(self._messages),
+            self._queue_handler(),
             hostname,
             port,
             loop,
@@ -639,28 +596,3 @@ class QueueController(Controller):
             server_hostname=server_hostname,
             **SMTP_parameters,
         )
-
-    def __iter__(self) -> Iterator[email.message.Message]:
-        """Yield and remove the messages received so far, oldest first.  It never
-        waits, so a test can also assert that nothing (more) was sent."""
-        while True:
-            try:
-                yield self.queue.get_nowait()
-            except queue.Empty:
-                return
-
-    def reset(self) -> None:
-        """Forget what arrived so far, for a test that only cares about what its own
-        step sends."""
-        for _ in self:
-            pass
-
-    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[email.message.Message]:
-        """Remove and return the first ``count`` messages once they have all arrived:
-        the mail an application sends may land after its call returns.
-
-        :raises TimeoutError: if fewer arrived within ``timeout`` seconds (those stay queued).
-        """
-        if count < 0:
-            raise ValueError("count must not be negative")
-        return self._messages.take(count, timeout)

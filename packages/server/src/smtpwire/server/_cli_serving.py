@@ -1,0 +1,269 @@
+"""The command line's server at run time: which event loop serves, the listening
+socket and the connections it accepts, the switch to ``nobody``, and running
+until a signal (or whoever owns the loop) stops it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import mailbox
+import os
+import signal
+import socket
+import sys
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from ._cli_options import program_name, version
+from ._serving import TooBusy, admit, over_connection_limit
+from .smtp import SMTP
+
+if sys.platform != "win32":
+    import pwd
+
+log = logging.getLogger("mail.log")
+
+#: How long shutdown waits for open connections to flush their last reply
+#: before cutting them off.
+SHUTDOWN_GRACE = 5.0
+
+
+# -- the event loop ----------------------------------------------------------------------
+
+
+def current_loop() -> asyncio.AbstractEventLoop | None:
+    """The open loop ``asyncio.get_event_loop()`` would give, without making one."""
+    loop: object
+    if sys.version_info >= (3, 12):
+        with warnings.catch_warnings():
+            # 3.12 and 3.13 warn before they would make a loop, 3.14 refuses to make
+            # one: with the warning an error, none is made either way.
+            warnings.simplefilter("error", DeprecationWarning)
+            try:
+                loop = asyncio.get_event_loop()
+            except (DeprecationWarning, RuntimeError):
+                return None
+    else:
+        # 3.10 and 3.11 make one silently in the main thread, so look in the
+        # policy's own slot for it (these versions no longer change).
+        loop = getattr(getattr(asyncio.get_event_loop_policy(), "_local", None), "_loop", None)
+    if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+        return loop
+    return None
+
+
+def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
+class ServingLoop:
+    """The loop the server runs on: the caller's current one, as with aiosmtpd
+    (whose tests set a loop, schedule its stop and call ``main()``), unless
+    ``--loop`` asks for another kind.  Otherwise one is made with
+    ``loop_factory`` and made current; that one is closed at the end, like
+    :func:`asyncio.run`'s, and the caller's current loop (if any) put back.
+    The caller's own loop is left open and current."""
+
+    def __init__(self, choice: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        self.previous = current_loop()
+        previous_is_uvloop = self.previous is not None and is_uvloop(self.previous)
+        fits = choice == "auto" or previous_is_uvloop == (choice == "uvloop")
+        if self.previous is not None and fits:
+            self.loop, self.owned = self.previous, False
+        else:
+            self.loop, self.owned = loop_factory(), True
+            asyncio.set_event_loop(self.loop)
+
+    def finish(self) -> None:
+        if not self.owned:
+            return
+        loop = self.loop
+        try:
+            # What is left (handler coroutines of cut connections), then asyncio.run()'s steps.
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(self.previous)
+            loop.close()
+
+
+# -- privileges ------------------------------------------------------------------------------
+
+
+def drop_privileges(parser: argparse.ArgumentParser, handler: Any) -> str | None:
+    """Become ``nobody`` when running as root; the user name switched to, if any.
+
+    Supplementary groups and the group go first: aiosmtpd changed only the user
+    and kept group root.  Any failure is one line naming ``-n``, aiosmtpd's text.
+    """
+    if sys.platform == "win32" or os.geteuid() != 0:
+        return None
+    try:
+        nobody = pwd.getpwnam("nobody")
+        hand_over_maildir(handler, nobody.pw_uid, nobody.pw_gid)
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+    except (KeyError, OSError):
+        parser.exit(1, 'Cannot setuid "nobody"; try running with -n option.\n')
+    return "nobody"
+
+
+def hand_over_maildir(handler: Any, uid: int, gid: int) -> None:
+    """Give a Mailbox handler's Maildir to the user the server switches to.
+
+    The handler is built before the switch (aiosmtpd builds it while parsing),
+    so a Maildir it created belongs to root and ``nobody`` could not deliver
+    into it.  Only directories root owns change hands: a Maildir that belongs to
+    some other user is left alone.
+    """
+    mail_dir = getattr(handler, "mail_dir", None)
+    if mail_dir is None or not isinstance(getattr(handler, "mailbox", None), mailbox.Maildir):
+        return
+    top = Path(mail_dir)
+    for directory in (top, top / "tmp", top / "new", top / "cur"):
+        if directory.stat().st_uid == os.geteuid():
+            os.chown(directory, uid, gid)
+
+
+# -- listening and connections -----------------------------------------------------------
+
+
+class Connections:
+    """The server's protocol factory: one SMTP per connection, remembered
+    (weakly) so that shutdown can close the connections still open.
+
+    The SMTP factory is set only after the socket is bound and privileges are
+    dropped.
+    """
+
+    def __init__(self, max_connections: int | None = None, *, tls_listener: bool = False) -> None:
+        self.factory: Callable[[], SMTP] | None = None
+        self.open: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self.max_connections = max_connections
+        self.tls_listener = tls_listener
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if over_connection_limit(self.open, self.max_connections):
+            return TooBusy()
+        if self.factory is None:  # pragma: no cover - the server only starts serving once set
+            raise RuntimeError("the SMTP factory is not set")
+        try:
+            protocol = self.factory()
+        except Exception:
+            # asyncio reports a failing protocol factory only in debug mode; without
+            # this the client would just see the connection closed.
+            log.exception("Cannot serve a new connection")
+            raise
+        admit(self.open, protocol, tls_listener=self.tls_listener)
+        return protocol
+
+    def transports(self) -> list[asyncio.BaseTransport]:
+        found = (getattr(protocol, "transport", None) for protocol in list(self.open))
+        return [transport for transport in found if transport is not None]
+
+
+def describe_address(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def startup_line(
+    server: asyncio.AbstractServer,
+    options: argparse.Namespace,
+    loop: asyncio.AbstractEventLoop,
+    user: str | None,
+) -> str:
+    sockets: Sequence[socket.socket] = getattr(server, "sockets", ())
+    where = ", ".join(describe_address(sock.getsockname()) for sock in sockets)
+    details = [f"handler {options.classpath}"]
+    if options.ssl_context is not None:
+        details.append("SMTPS")
+    if options.tls_context is not None:
+        details.append("STARTTLS required" if options.requiretls else "STARTTLS offered")
+    if is_uvloop(loop):
+        details.append("uvloop")
+    if user is not None:
+        details.append(f"running as {user}")
+    program = f"{program_name()} {version()}"
+    return f"{program} listening on {where} ({'; '.join(details)}); Ctrl-C to stop"
+
+
+def bind(
+    loop: asyncio.AbstractEventLoop,
+    parser: argparse.ArgumentParser,
+    options: argparse.Namespace,
+    connections: Connections,
+) -> asyncio.AbstractServer:
+    try:
+        return loop.run_until_complete(
+            loop.create_server(
+                connections,
+                options.host,
+                options.port,
+                ssl=options.ssl_context,
+                start_serving=False,
+            )
+        )
+    except OSError as error:
+        where = describe_address((options.host, options.port))
+        parser.exit(1, f"{parser.prog}: error: cannot listen on {where}: {error}\n")
+
+
+def serve(loop: asyncio.AbstractEventLoop, server: asyncio.AbstractServer, line: str) -> None:
+    """Serve until ``loop`` stops: on SIGINT or SIGTERM, or when any callback
+    stops it or raises ``KeyboardInterrupt`` (as aiosmtpd's ``main()`` does)."""
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, _stop, loop, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows,
+            continue  # or not the main thread: Ctrl-C raises KeyboardInterrupt instead
+        installed.append(signum)
+    try:
+        loop.run_until_complete(server.start_serving())
+        # Only now: whoever waits for this line may signal us at once.
+        print(line, file=sys.stderr, flush=True)
+        with suppress(KeyboardInterrupt):
+            loop.run_forever()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _stop(loop: asyncio.AbstractEventLoop, signum: int) -> None:
+    log.info("%s received, shutting down", signal.Signals(signum).name)
+    loop.stop()
+
+
+async def close(server: asyncio.AbstractServer, connections: Connections) -> None:
+    server.close()
+    for transport in connections.transports():
+        transport.close()
+    try:
+        await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
+    except asyncio.TimeoutError:
+        log.warning("Connections still open after %s s, cutting them off", SHUTDOWN_GRACE)
+    for transport in connections.transports():
+        # Looked up, not isinstance(asyncio.WriteTransport): uvloop's transports
+        # have the methods without deriving from asyncio's classes.
+        abort = getattr(transport, "abort", None)
+        if abort is not None and not transport.is_closing():
+            abort()
+    # On the caller's loop nothing else would end the sessions' tasks: end them here.
+    tasks = [session._handler_coroutine for session in list(connections.open)]
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running, timeout=SHUTDOWN_GRACE)
