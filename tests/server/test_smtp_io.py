@@ -513,7 +513,7 @@ def test_flood_without_reading_pauses_reading_and_completes(server: ServerThread
 
 class DrainWatcher(InstrumentedSMTP):
     """Signals when the session, out of input, is about to wait for more: either at
-    once (``settled``: its runner answered all and ends) or after its replies drain
+    once (``settled``: everything is answered) or after its replies drain
     (``parked_on_drain`` as well)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -521,9 +521,11 @@ class DrainWatcher(InstrumentedSMTP):
         self.parked_on_drain = threading.Event()
         super().connection_made(transport)
 
-    async def _answer_commands(self) -> None:
-        await super()._answer_commands()
-        self.settled.set()  # all answered; the next input starts another runner
+    def _caught_up(self) -> None:
+        super()._caught_up()
+        # All answered (by a runner, or in the read callback): the next input starts
+        # another runner or is answered where it arrives.
+        self.settled.set()
 
     async def _flush_and_drain(self) -> None:
         if self._writing_paused:

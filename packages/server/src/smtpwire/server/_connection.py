@@ -63,8 +63,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         "_draining", "_guards", "_handler_coroutine", "_idle_since", "_inbound",
         "_input_waiter", "_message_octets", "_min_data_rate", "_observer", "_outbox",
         "_outbox_size", "_reading_paused", "_receive_view", "_received_any",
-        "_session_limit", "_starting", "_timeout_duration", "_timeout_handle",
-        "_writing_paused", "loop", "transport",
+        "_session_limit", "_starting", "_taken_line", "_timeout_duration",
+        "_timeout_handle", "_writing_paused", "loop", "transport",
     )  # fmt: skip
 
     transport: asyncio.Transport | None
@@ -90,6 +90,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._starting = False  # a runner's eager first step is running
         self._context: contextvars.Context | None = None  # carried from runner to runner
         self._inbound = inbound  # the session's input framing (sans-I/O)
+        # A line the read callback took but left for the next runner to answer.
+        self._taken_line: bytes | LineTooLong | None = None
         self._outbox: list[bytes] = []
         self._outbox_size = 0
         self._input_waiter: asyncio.Future[None] | None = None
@@ -125,6 +127,12 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
 
     def _describe_peer(self) -> Any:
         raise NotImplementedError
+
+    def _answer_without_runner(self) -> bool:
+        """Answer, in the read callback, the commands at the head of the input that
+        run none but the server's own code; True when none is left for a runner.
+        A line taken but not answered goes to :attr:`_taken_line`."""
+        return False
 
     async def _on_idle_timeout(self) -> None:
         """Called (in a task of its own) when the client has been idle too long."""
@@ -183,8 +191,10 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         finally:
             self._context = contextvars.copy_context()
 
-    async def _resume(self) -> None:
+    async def _resume(self, failure: Exception | None = None) -> None:
         try:
+            if failure is not None:  # of a command answered in the read callback
+                await self._command_failed(failure)
             await self._answer_commands()
         finally:
             self._context = contextvars.copy_context()
@@ -198,13 +208,15 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
                 # The client is not reading its replies: read no more commands.
                 await self._flush_and_drain()
                 continue
-            line = inbound.next_line()
+            line = self._taken_line
+            if line is None:
+                line = inbound.next_line()
+            else:
+                self._taken_line = None
             if line is None:
                 if inbound.closed:
                     break
-                self._flush()
-                self._idle_since = max(self._idle_since, self.loop.time())
-                self._resume_reading_if_drained()
+                self._caught_up()
                 return
             try:
                 await self._command(line)
@@ -220,6 +232,12 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
             except Exception as error:  # any other failure becomes a reply
                 await self._command_failed(error)
         self._close_transport()
+
+    def _caught_up(self) -> None:
+        """Every line received is answered: send the replies, wait for the client."""
+        self._flush()
+        self._idle_since = max(self._idle_since, self.loop.time())
+        self._resume_reading_if_drained()
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -290,7 +308,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(None)
-        elif not self._busy and self._context is not None:
+        elif not self._busy and self._context is not None and not self._answer_without_runner():
             self._spawn(self._resume(), eager=True)
 
     def _pause_reading(self) -> None:
@@ -508,6 +526,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._close_transport()
 
     def _discard_input(self) -> None:
+        self._taken_line = None
         self._inbound.discard()
 
     # -- idle timer and closing -------------------------------------------------------

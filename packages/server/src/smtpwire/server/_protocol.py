@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 from smtpwire.common.lines import LineTooLong
 from smtpwire.common.server_rules import CommandRefusal
@@ -120,14 +120,19 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         "__ident__", "_auth_callback", "_auth_methods", "_auth_require_tls",
         "_auth_required", "_authenticator", "_bdat_content", "_cram_md5_secret",
         "_decode_data", "_greeting_delay", "_hooks", "_implicit_tls", "_proxy_timeout",
-        "_smtp_methods", "_state_machine", "command_size_limits", "data_size_limit",
-        "enable_SMTPUTF8", "envelope", "event_handler", "extensions", "hostname",
-        "made_at", "require_starttls", "session", "tls_context",
+        "_runnerless_verbs", "_smtp_methods", "_state_machine", "command_size_limits",
+        "data_size_limit", "enable_SMTPUTF8", "envelope", "event_handler", "extensions",
+        "hostname", "made_at", "require_starttls", "session", "tls_context",
     )  # fmt: skip
 
     command_size_limit = 512
     line_length_limit = 1001
     local_part_limit = 0
+
+    # The verbs the sans-I/O session answers in full when no hook or override is
+    # involved (``ServerSession.answer``), with the server's own ``smtp_VERB``
+    # method of each; SMTP fills it in.
+    _RUNNERLESS_COMMANDS: ClassVar[Mapping[str, Callable[..., Any]]] = MappingProxyType({})
 
     def __init__(
         self,
@@ -244,6 +249,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         for name, value in (("session_limit", session_limit), ("min_data_rate", min_data_rate)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0 (or None: no limit)")
+        self._runnerless_verbs = self._verbs_without_hooks_or_overrides(observer)
         self._init_connection(
             self._state_machine.inbound,
             timeout=timeout,
@@ -257,6 +263,27 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
     @property
     def handler(self) -> Any:
         return self.event_handler
+
+    def _verbs_without_hooks_or_overrides(self, observer: Observer | None) -> frozenset[bytes]:
+        """The verbs whose whole answer is the server's own code here: no handler
+        hook, no subclass override of the command or of anything it calls, no
+        observer.  Those are answered in the read callback, with no task."""
+        cls = type(self)
+        if (
+            observer is not None
+            or cls.push is not Connection.push
+            or cls._reply is not Connection._reply
+            or cls._command is not SessionProtocol._command
+            or cls._dispatch is not SessionProtocol._dispatch
+            or cls.check_helo_needed is not SessionProtocol.check_helo_needed
+            or cls.check_auth_needed is not AuthMixin.check_auth_needed
+        ):
+            return frozenset()
+        return frozenset(
+            verb.encode("ascii")
+            for verb, method in self._RUNNERLESS_COMMANDS.items()
+            if self._smtp_methods.get(verb) is method and verb not in self._hooks.names
+        )
 
     @property
     def max_command_size_limit(self) -> int:
@@ -373,6 +400,49 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
             return
         await self._dispatch(line, self._state_machine.gate.calls_left)
 
+    def _answer_without_runner(self) -> bool:
+        verbs = self._runnerless_verbs
+        # Their INFO log lines are written by the smtp_VERB methods: with INFO on,
+        # every command goes to the runner, whose methods write them.
+        if not verbs or log.isEnabledFor(logging.INFO):
+            return False
+        inbound, machine = self._inbound, self._state_machine
+        while not self._closing:
+            if self._writing_paused:
+                return False  # the runner waits for the client to read its replies
+            line = inbound.next_line()
+            if line is None:
+                if inbound.closed:
+                    return False  # the runner ends the session
+                self._caught_up()
+                return True
+            if isinstance(line, LineTooLong) or _verb_of(line) not in verbs:
+                self._taken_line = line
+                return False
+            try:
+                screened = machine.screen(line)
+                if isinstance(screened, CommandRefusal):
+                    self._log_refusal(screened)
+                    reply = screened.reply
+                else:
+                    answer = machine.answer(screened)
+                    assert answer is not None  # noqa: S101 - answer() covers every such verb
+                    reply = answer
+            except Exception as error:
+                # As in a runner, a failure becomes the command's reply (through
+                # handle_exception, which is the application's: in a task).
+                self._spawn(self._resume(error), eager=True)
+                return True
+            if self._queue_reply(reply):
+                self._flush()
+            if isinstance(screened, CommandRefusal) and screened.close:
+                self._close_transport()
+        return True
+
+    def _log_refusal(self, refusal: CommandRefusal) -> None:
+        if refusal.log_reason is not None:
+            log.warning("%r %s", self.session.peer, refusal.log_reason)
+
     async def _command_failed(self, error: Exception) -> None:
         await self._reply(await self._describe_exception(error))
 
@@ -431,8 +501,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
             log.info("%r >> %r", self.session.peer, sanitize(line))
         screened = self._state_machine.screen(line)
         if isinstance(screened, CommandRefusal):
-            if screened.log_reason is not None:
-                log.warning("%r %s", self.session.peer, screened.log_reason)
+            self._log_refusal(screened)
             await self._reply(screened.reply)
             if screened.close:
                 self._close_transport()
@@ -496,6 +565,10 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
             return False
         when = getattr(method, "__smtp_syntax_when__", None)
         return bool(getattr(self, when)) if when else True
+
+
+def _verb_of(line: bytes) -> bytes:
+    return line.partition(b" ")[0].rstrip(b"\r").upper()
 
 
 @functools.cache

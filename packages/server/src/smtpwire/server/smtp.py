@@ -16,6 +16,7 @@ import logging
 import ssl
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from smtpwire.common.server_commands import (
@@ -488,6 +489,11 @@ class SMTP(SessionProtocol):
         if inspect.isawaitable(result):
             result = await result
         return MISSING if result is None else result
+
+
+SMTP._RUNNERLESS_COMMANDS = MappingProxyType(
+    {"NOOP": SMTP.smtp_NOOP, "MAIL": SMTP.smtp_MAIL, "RCPT": SMTP.smtp_RCPT}
+)
 
 
 def _deprecated(hook: str, old: str) -> None:
