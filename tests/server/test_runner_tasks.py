@@ -333,3 +333,92 @@ async def test_end_of_input_during_a_runners_first_step_starts_no_second_runner(
     protocol.connection_lost(None)
     assert errors == []
     assert transport.close_calls == 1
+
+
+# -- commands answered in the read callback ---------------------------------------------------
+
+
+class CountsRunners(SMTP):
+    """Counts the runner tasks started after the greeting's."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=HOST, **kwargs)
+        self.runners = 0
+
+    def _spawn(self, coroutine: Any, *, eager: bool = False) -> asyncio.Task[None]:
+        self.runners += 1
+        return super()._spawn(coroutine, eager=eager)
+
+
+class OnlyDataHook:
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str | None, list[str]]] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.delivered.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 stored"
+
+
+class MailHook(OnlyDataHook):
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        return "250 sender ok"
+
+
+def test_commands_of_the_servers_own_code_need_no_runner() -> None:
+    """NOOP, MAIL and RCPT with no hook of their own are answered by the sans-I/O
+    session where they arrive; DATA (whose message goes to handle_DATA) takes a
+    runner.  Replies and the delivered envelope are the same either way."""
+    handler = OnlyDataHook()
+    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert client.command("EHLO c.example").code == 250
+        protocol = server.protocols[0]
+        before = server.call(lambda: protocol.runners)
+        client.send(b"NOOP\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        assert [text(reply) for reply in client.replies(3)] == ["250 OK"] * 3
+        assert server.call(lambda: protocol.runners) == before
+        client.send(b"RCPT TO:<c@example.com>\r\nDATA\r\n")
+        assert [text(reply) for reply in client.replies(2)] == ["250 OK", GO_AHEAD]
+        client.send(MESSAGE + b".\r\n")
+        assert text(client.reply()) == "250 stored"
+        assert server.call(lambda: protocol.runners) == before + 1
+        assert text(client.command("QUIT")) == "221 Bye"
+    assert handler.delivered == [("a@example.com", ["b@example.com", "c@example.com"])]
+
+
+def test_a_hook_sends_its_command_to_a_runner() -> None:
+    handler = MailHook()
+    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert text(client.command("HELO c.example")) == f"250 {HOST}"
+        protocol = server.protocols[0]
+        before = server.call(lambda: protocol.runners)
+        assert text(client.command("MAIL FROM:<a@example.com>")) == "250 sender ok"
+        assert server.call(lambda: protocol.runners) == before + 1
+        assert text(client.command("QUIT")) == "221 Bye"
+
+
+def test_a_failure_answered_in_the_callback_goes_through_handle_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure of the session's own code where a command arrives becomes that
+    command's reply, from handle_exception in a task, and later commands are
+    still answered in order."""
+    from smtpwire.common.server_session import ServerSession
+
+    def broken(self: ServerSession, command: Any) -> str:
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(ServerSession, "answer", broken)
+    handler = ExceptionHook()
+    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert text(client.command("HELO c.example")) == f"250 {HOST}"
+        client.send(b"NOOP\r\nRSET\r\n")
+        replies = [text(reply) for reply in client.replies(2)]
+        assert text(client.command("QUIT")) == "221 Bye"
+    assert replies == ["451 4.3.0 handled broken on purpose", "250 OK"]
+    assert handler.ran_in_task == [True]

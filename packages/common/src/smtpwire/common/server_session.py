@@ -64,6 +64,7 @@ _OK: Final = "250 OK"
 # the cap) is the server's own limit, which a well-behaved client may meet often.
 _PERMANENT: Final = ("5", b"5")
 TOO_MANY_ERRORS: Final = "421 4.7.0 Error: too many errors, closing"
+_ACCEPTED: Final = ("25", b"25")
 
 
 class SessionFacts(Protocol):
@@ -352,7 +353,8 @@ class ServerSession:
     def note_rcpt_dsn(self, request: RcptRequest, status: object) -> None:
         """Keep the recipient's DSN request if it was accepted (``status`` 25x),
         whoever decided."""
-        if request.dsn is not None and str(status).startswith("25"):
+        accepted = status[:2] in _ACCEPTED if isinstance(status, str | bytes) else False
+        if request.dsn is not None and accepted:
             self._host.envelope.rcpt_dsn[request.address] = request.dsn
 
     def data(self, argument: str | None) -> str | None:
