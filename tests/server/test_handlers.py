@@ -518,6 +518,18 @@ async def test_proxy_relays_the_received_bytes_of_decoded_content(
     assert received == b"Subject: caf\xc3\xa9\r\nX-Peer: 192.0.2.1\r\n\r\nx\r\n"
 
 
+async def test_proxy_relays_bytearray_content_a_hook_left(
+    upstream: tuple[Upstream, int],
+) -> None:
+    # As aiosmtpd: content that is not str is what gets relayed, bytearray included.
+    handler, port = upstream
+    envelope = make_envelope(b"Subject: as received\r\n\r\nx\r\n", rcpt_tos=["bart@example.com"])
+    envelope.content = bytearray(b"Subject: rewritten\r\n\r\ny\r\n")  # type: ignore[assignment]
+    await Proxy("127.0.0.1", port).handle_DATA(NO_SERVER, make_session(), envelope)
+    _, _, received = await asyncio.to_thread(handler.envelopes.get, timeout=WAIT)
+    assert received == b"Subject: rewritten\r\nX-Peer: 192.0.2.1\r\n\r\ny\r\n"
+
+
 async def test_proxy_defers_and_logs_when_the_upstream_is_unreachable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

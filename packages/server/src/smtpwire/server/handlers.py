@@ -105,7 +105,7 @@ def _debugging_text(peer: PeerType, envelope: Envelope) -> str:
     if envelope.mail_options:
         lines += [f"mail options: {envelope.mail_options}", ""]
     content = envelope.content
-    if isinstance(content, bytes):
+    if isinstance(content, (bytes, bytearray)):
         # Split first, then decode each line: a UTF-8 NEL (C2 85) in bytes content
         # is not a line break, as in aiosmtpd.
         body = [line.decode("utf-8", errors="replace") for line in content.splitlines()]
@@ -147,7 +147,8 @@ class MessageBase:
     def prepare_message(self, session: Session, envelope: Envelope) -> email.message.Message:
         factory = self.message_class or email.message.Message
         data = envelope.content
-        if isinstance(data, bytes):
+        # bytearray too, as in aiosmtpd: a hook may have edited the content in place.
+        if isinstance(data, (bytes, bytearray)):
             message = email.message_from_bytes(data, factory)
         elif isinstance(data, str):
             message = email.message_from_string(data, factory)
@@ -340,9 +341,10 @@ def _one_line(code: int, message: str) -> str:
 
 
 def _raw_content(envelope: Envelope) -> bytes:
-    # Relay the bytes as received; a str content (decode_data) is only a view of them.
-    if isinstance(envelope.content, bytes):
-        return envelope.content
+    # Relay the content as the handler chain left it (bytearray included, as in
+    # aiosmtpd); a str content (decode_data) is only a view of the bytes received.
+    if isinstance(envelope.content, (bytes, bytearray)):
+        return bytes(envelope.content)
     if envelope.original_content is not None:
         return envelope.original_content
     if isinstance(envelope.content, str):

@@ -18,8 +18,9 @@ handler without that hook or answering falsy, closes the connection without a re
 
 The parser is sans-I/O (:class:`HeaderCollector` finds where the header ends,
 :func:`parse_header` decodes it); :func:`get_proxy` reads one from an asyncio
-stream, as aiosmtpd's function of that name does.  Problems are reported in
-``ProxyData.error`` with aiosmtpd's texts, never raised.
+stream (or any reader with an async ``read(n)``), as aiosmtpd's function of that
+name does.  Problems are reported in ``ProxyData.error`` with aiosmtpd's texts,
+never raised.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import struct
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Protocol, Union
+
+from ._proxy_tlv import MalformedTLV, ProxyTLV, UnknownTypeTLV, same_values
 
 __all__ = [
     "AF",
@@ -97,14 +100,6 @@ _V2_ADDRESS_BLOCKS: dict[int, tuple[int, str]] = {
 EndpointAddress = Union[IPv4Address, IPv6Address, bytes]  # noqa: UP007 - a runtime alias
 
 
-class MalformedTLV(RuntimeError):
-    """A TLV's length runs past the end of the header."""
-
-
-class UnknownTypeTLV(KeyError):
-    """In strict mode: a TLV type the PROXY v2 specification does not name."""
-
-
 class AsyncReader(Protocol):
     """What :func:`get_proxy` reads from (an :class:`asyncio.StreamReader` fits)."""
 
@@ -113,135 +108,6 @@ class AsyncReader(Protocol):
     async def readexactly(self, n: int) -> bytes: ...
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes: ...
-
-
-# -- TLVs ---------------------------------------------------------------------------------
-
-_SSL_TYPE = 0x20
-_SSL_FIXED = struct.Struct("!BI")  # client flags, verify result
-
-
-class ProxyTLV(dict[str, Any]):
-    """The TLVs of a v2 header by name (``tlv["ALPN"]`` or ``tlv.ALPN``).  An SSL TLV
-    adds ``SSL`` (True), ``SSL_CLIENT`` and ``SSL_VERIFY`` and its sub-TLVs
-    (``SSL_VERSION``, ``SSL_CN``...); an unnamed type ``0xEE`` appears as ``"xEE"``.
-    :attr:`tlv_loc` gives each TLV's offset within the TLV block."""
-
-    PP2_TYPENAME: dict[int, str] = {  # noqa: RUF012 - aiosmtpd's public table
-        0x01: "ALPN",
-        0x02: "AUTHORITY",
-        0x03: "CRC32C",
-        0x04: "NOOP",
-        0x05: "UNIQUE_ID",
-        0x20: "SSL",
-        0x21: "SSL_VERSION",
-        0x22: "SSL_CN",
-        0x23: "SSL_CIPHER",
-        0x24: "SSL_SIG_ALG",
-        0x25: "SSL_KEY_ALG",
-        0x30: "NETNS",
-    }
-
-    def __init__(self, *args: Any, _locs: dict[str, int] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.tlv_loc: dict[str, int] = dict(_locs or {})
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def same_attribs(self, **kwargs: Any) -> bool:
-        """Whether every named TLV is present with the given value."""
-        return all(name in self and self[name] == value for name, value in kwargs.items())
-
-    @classmethod
-    def name_to_num(cls, name: str) -> int | None:
-        for number, known in cls.PP2_TYPENAME.items():
-            if known == name:
-                return number
-        return None
-
-    @classmethod
-    def parse(
-        cls, data: bytes | bytearray | memoryview, partial_ok: bool = True, strict: bool = False
-    ) -> tuple[dict[str, Any], dict[str, int]]:
-        """Decode a TLV block into (values by name, offsets by name).  A TLV cut short
-        raises :class:`MalformedTLV`, unless ``partial_ok`` and at least one TLV came
-        before it (the rest is then ignored).  With ``strict``, an unnamed type raises
-        :class:`UnknownTypeTLV`."""
-        values: dict[str, Any] = {}
-        locations: dict[str, int] = {}
-        cls._parse_into(
-            bytes(data),
-            base=0,
-            values=values,
-            locations=locations,
-            partial_ok=partial_ok,
-            strict=strict,
-        )
-        return values, locations
-
-    @classmethod
-    def _parse_into(
-        cls,
-        data: bytes,
-        *,
-        base: int,
-        values: dict[str, Any],
-        locations: dict[str, int],
-        partial_ok: bool,
-        strict: bool,
-    ) -> None:
-        offset = 0
-        while offset < len(data):
-            if offset + 3 > len(data):
-                cls._truncated(data[offset], values, partial_ok)
-                return
-            kind = data[offset]
-            (length,) = struct.unpack_from("!H", data, offset + 1)
-            value = data[offset + 3 : offset + 3 + length]
-            if len(value) < length:
-                cls._truncated(kind, values, partial_ok)
-                return
-            name = cls.PP2_TYPENAME.get(kind)
-            if name is None:
-                if strict:
-                    raise UnknownTypeTLV(f"x{kind:02X}")
-                name = f"x{kind:02X}"
-            locations[name] = base + offset
-            if kind == _SSL_TYPE:
-                if len(value) < _SSL_FIXED.size:
-                    raise MalformedTLV(f"TLV 0x{kind:02X} is malformed!")
-                values["SSL_CLIENT"], values["SSL_VERIFY"] = _SSL_FIXED.unpack_from(value)
-                cls._parse_into(
-                    value[_SSL_FIXED.size :],
-                    base=base + offset + 3 + _SSL_FIXED.size,
-                    values=values,
-                    locations=locations,
-                    partial_ok=False,
-                    strict=strict,
-                )
-                values[name] = True
-            else:
-                values[name] = value
-            offset += 3 + length
-
-    @staticmethod
-    def _truncated(kind: int, values: dict[str, Any], partial_ok: bool) -> None:
-        if not (partial_ok and values):
-            raise MalformedTLV(f"TLV 0x{kind:02X} is malformed!")
-
-    @classmethod
-    def from_raw(
-        cls, raw: bytes | bytearray | memoryview | None, strict: bool = False
-    ) -> ProxyTLV | None:
-        """A :class:`ProxyTLV` from a whole TLV block; None if there is none."""
-        if not raw:
-            return None
-        values, locations = cls.parse(raw, partial_ok=False, strict=strict)
-        return cls(values, _locs=locations)
 
 
 # -- the header ---------------------------------------------------------------------------
@@ -287,18 +153,19 @@ class ProxyData:
         self.whole_raw: bytes = b""
         self.tlv_start: int | None = None  # offset of the TLV block in whole_raw
         self.error = ""
-        self._tlv: ProxyTLV | None = None
+        # (the rest it was decoded from, the result): decoded once, afresh if a
+        # user assigns another rest (aiosmtpd never looked again once decoded).
+        self._tlv: tuple[bytes, ProxyTLV | None] | None = None
 
     @property
     def tlv(self) -> ProxyTLV | None:
-        """The v2 TLVs by name (None without any, or when they are malformed)."""
-        if self._tlv is None and self.tlv_start is not None:
-            try:
-                values, locations = ProxyTLV.parse(self.whole_raw[self.tlv_start :])
-            except MalformedTLV:
-                return None
-            self._tlv = ProxyTLV(values, _locs=locations)
-        return self._tlv
+        """The TLVs in :attr:`rest` by name, as aiosmtpd decodes them (whatever the
+        family, v1 included), on first use; None when there are none or they are
+        malformed."""
+        cached = self._tlv
+        if cached is None or cached[0] is not self.rest:
+            cached = self._tlv = (self.rest, _whole_tlvs(self.rest))
+        return cached[1]
 
     @property
     def valid(self) -> bool:
@@ -314,19 +181,10 @@ class ProxyData:
         return self
 
     def same_attribs(self, _raises: bool = False, **kwargs: Any) -> bool:
-        """Whether the named attributes have the given values; with ``_raises``,
-        a mismatch raises ValueError and an unknown name KeyError."""
-        for name, expected in kwargs.items():
-            if name not in _FIELDS:
-                if _raises:
-                    raise KeyError(f"notfound:{name}")
-                return False
-            actual = getattr(self, name)
-            if actual != expected:
-                if _raises:
-                    raise ValueError(f"mismatch:{name} actual={actual} expect={expected}")
-                return False
-        return True
+        """Whether the named attributes, properties included (``valid=True``,
+        ``tlv=None``), have the given values; with ``_raises``, a mismatch raises
+        ValueError and an unknown name KeyError, in aiosmtpd's words."""
+        return same_values(lambda name, default: getattr(self, name, default), kwargs, _raises)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProxyData):
@@ -340,11 +198,20 @@ class ProxyData:
         return f"ProxyData({fields})"
 
 
+def _whole_tlvs(rest: bytes) -> ProxyTLV | None:
+    try:
+        return ProxyTLV.from_raw(rest)
+    except MalformedTLV:
+        return None
+
+
 # -- version 1 ----------------------------------------------------------------------------
 
+# The last octet of the transport word names the family; the rest must say TCP
+# (aiosmtpd's order of checks, so "UDP4" is an unrecognized protocol, not family).
 _V1_FAMILIES: dict[bytes, tuple[AF, type[IPv4Address] | type[IPv6Address]]] = {
-    b"TCP4": (AF.INET, IPv4Address),
-    b"TCP6": (AF.INET6, IPv6Address),
+    b"4": (AF.INET, IPv4Address),
+    b"6": (AF.INET6, IPv6Address),
 }
 _V1_ADDRESS_OCTETS = frozenset(b"0123456789abcdefABCDEF.:")
 
@@ -359,44 +226,55 @@ def _parse_v1(raw: bytes) -> ProxyData:
     line = raw[:-2]
     if not line.startswith(b"PROXY "):
         return data.with_error("PROXYv1 wrong signature")
-    family_word, _, rest = line[6:].partition(b" ")
-    if family_word == b"UNKNOWN":
+    transport, _, rest = line[6:].partition(b" ")
+    if transport == b"UNKNOWN":
         # The proxy could not tell (e.g. not TCP): the rest is to be ignored.
         data.family, data.protocol = AF.UNSPEC, PROTO.UNSPEC
-        data.rest = line[6 + len(family_word) :]
+        data.rest = line[6 + len(transport) :]
         return data
-    if family_word not in _V1_FAMILIES:
+    if transport[-1:] not in _V1_FAMILIES:
         return data.with_error("PROXYv1 unrecognized family")
-    family, address_type = _V1_FAMILIES[family_word]
-    data.family, data.protocol = family, PROTO.STREAM
+    family, address_type = _V1_FAMILIES[transport[-1:]]
+    data.family = family
+    if transport[:-1] != b"TCP":
+        return data.with_error("PROXYv1 unrecognized protocol")
+    data.protocol = PROTO.STREAM
     words = rest.split(b" ")
     if len(words) < 4:
         return data.with_error("PROXYv1 malformed")
+    problem = _v1_endpoints(data, words, address_type)
+    if problem is None and len(words) > 4:
+        problem = "PROXYv1 unrecognized extraneous data"
+    return data if problem is None else data.with_error(problem)
+
+
+def _v1_endpoints(
+    data: ProxyData, words: list[bytes], address_type: type[IPv4Address] | type[IPv6Address]
+) -> str | None:
+    """Store the two addresses and ports into ``data``; what is wrong, if anything."""
     addresses = []
     for word in words[:2]:
         if not word or not _V1_ADDRESS_OCTETS.issuperset(word):
-            return data.with_error("PROXYv1 address malformed")
+            return "PROXYv1 address malformed"
         try:
             address = ip_address(word.decode("ascii"))
         except ValueError:
-            return data.with_error("PROXYv1 address malformed")
+            return "PROXYv1 address malformed"
         if not isinstance(address, address_type):
-            return data.with_error(f"PROXYv1 address not IPv{4 if family is AF.INET else 6}")
+            return f"PROXYv1 address not IPv{4 if address_type is IPv4Address else 6}"
         addresses.append(address)
     data.src_addr, data.dst_addr = addresses
     ports = []
     for word in words[2:4]:
         # Decimal, no sign, no leading zero (the specification's "0" excepted).
         if not word.isdigit() or not word.isascii() or (word[:1] == b"0" and len(word) > 1):
-            return data.with_error("PROXYv1 port malformed")
+            return "PROXYv1 port malformed"
         ports.append(int(word))
     data.src_port, data.dst_port = ports
     for which, port in (("src", data.src_port), ("dst", data.dst_port)):
         if port > 65535:
-            return data.with_error(f"PROXYv1 {which} port out of bounds")
-    if len(words) > 4:
-        return data.with_error("PROXYv1 unrecognized extraneous data")
-    return data
+            return f"PROXYv1 {which} port out of bounds"
+    return None
 
 
 # -- version 2 ----------------------------------------------------------------------------
@@ -514,6 +392,11 @@ class HeaderCollector:
             return 1  # a line: the CRLF could come with any octet
         return V2_FIXED_LENGTH - buffered
 
+    @property
+    def pending(self) -> bytes:
+        """The octets of a header not yet whole (what to report if input ends)."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> bytes:
         self._buffer += data
         length = _header_length(bytes(self._buffer[: V1_MAX_LENGTH + 1]))
@@ -529,12 +412,34 @@ class HeaderCollector:
 
 
 async def get_proxy(reader: AsyncReader) -> ProxyData:
-    """Read one PROXY header from ``reader`` (never past its end) and decode it.
-    End of input before a whole header is reported as a ``PROXY exception``."""
+    """Read one PROXY header from ``reader`` and decode it, as aiosmtpd's function of
+    that name does.  Only ``reader.read(n)`` is called, never for more octets than
+    the header surely still has, so nothing after the header is consumed; an empty
+    read (end of input) ends the wait, whatever kind of reader it is."""
     collector = HeaderCollector()
     try:
         while not collector.done:
-            collector.feed(await reader.readexactly(collector.needed))
+            piece = await reader.read(collector.needed)
+            if not piece:
+                return _cut_short(collector.pending)
+            collector.feed(piece)
     except Exception as error:  # reported in the ProxyData, as aiosmtpd does
         return ProxyData(version=None).with_error(f"PROXY exception: {error}", log_prefix=False)
     return parse_header(collector.header)
+
+
+def _cut_short(pending: bytes) -> ProxyData:
+    """The report on a header that the input ended inside of, in aiosmtpd's words:
+    a v1 line without its end is malformed; for v2, the part that never came."""
+    if pending.startswith(V1_SIGNATURE):
+        return _parse_v1(pending)  # no CRLF: "PROXYv1 malformed"
+    if len(pending) >= len(V2_SIGNATURE) and not pending.startswith(V2_SIGNATURE):
+        return ProxyData(version=2).with_error("PROXYv2 wrong signature")
+    if len(pending) < len(V2_SIGNATURE):
+        part = "signature"
+    elif len(pending) < V2_FIXED_LENGTH:
+        part = "header"
+    else:
+        part = "tail part"
+    lost = f"PROXY exception: Connection lost while waiting for {part}"
+    return ProxyData(version=None).with_error(lost, log_prefix=False)
