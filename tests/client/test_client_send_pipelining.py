@@ -293,7 +293,7 @@ async def test_data_accepted_despite_no_recipients_is_ended_empty(sink: Sink) ->
                 return
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             content = Accumulated()
-            await self._read_message(self._data_decoder(), content.write)
+            await self._read_message(self._state_machine.data_decoder(), content.write)
             self.lax_content = content.value()
             self._set_post_data_state()
             await self.push("554 5.5.1 No valid recipients")

@@ -137,7 +137,10 @@ def _parse_path_argument(
         if argument[position : position + 1] != ">":
             raise AddressSyntaxError(f"malformed address: {argument[len(prefix) :][:60]!r}")
         position += 1
-    if mailbox["domain"] is None and (strict or not bracketed) and not is_postmaster(address):
+    # RFC 5321 lets only <Postmaster> go without a domain.  Leniently, any local
+    # part may, bracketed or bare (MAIL FROM:root), as aiosmtpd takes it: local
+    # submission agents send such senders.
+    if mailbox["domain"] is None and strict and not is_postmaster(address):
         raise AddressSyntaxError(f"address has no domain: {address!r}")
     return PathArgument(address, _parameters_after(argument, position, utf8=utf8))
 
@@ -161,7 +164,8 @@ def parse_mail_from(
     """Parse ``FROM:<reverse-path> [parameters]`` (the argument of MAIL).
 
     Lenient by default, as deployed servers are: a space after the colon,
-    a path without angle brackets, and a domainless ``<user>`` are accepted.
+    a path without angle brackets, and a domainless ``<user>`` or ``user`` are
+    accepted (parameters after a bare ``user`` are parameters, not part of it).
     ``strict=True`` keeps to RFC 5321's grammar.  Raises
     :class:`CommandSyntaxError` when ``FROM:`` is missing,
     :class:`AddressSyntaxError` for a bad path and

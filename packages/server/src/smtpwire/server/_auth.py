@@ -310,6 +310,11 @@ class AuthMixin:
         line = b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw)
         await self._reply(line)
         answer = await self._next_line()
+        if log_client_response:
+            # As aiosmtpd, on every call and whatever the answer: the answer may be
+            # a password, so whoever turned this on is told each time it is used.
+            warnings.warn("AUTH interaction logging is enabled!", UserWarning, stacklevel=2)
+            warnings.warn("Sensitive information might be leaked!", UserWarning, stacklevel=2)
         if answer is None:
             return MISSING
         if isinstance(answer, LineTooLong):

@@ -14,8 +14,11 @@ looked at afresh for every instance, as aiosmtpd does.
 
 from __future__ import annotations
 
+import inspect
 import weakref
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 
 _DYNAMIC_HOOKS: Final = ("__getattr__", "__getattribute__", "__dir__")
 
@@ -74,3 +77,56 @@ class SharedTables:
     def put(self, cls: type, key: Any, table: Any) -> Any:
         """Keep ``table`` and return it, or the one another thread kept first."""
         return self._tables.setdefault(cls, {}).setdefault(key, table)
+
+
+# -- the tables of a server class and of a handler ---------------------------------------
+
+_CommandFunction = Callable[[Any, str | None], Awaitable[None]]
+_COMMAND_TABLES: Final = SharedTables()
+_HOOK_TABLES: Final = SharedTables()
+
+
+def command_table(cls: type, chunking: bool) -> Mapping[str, _CommandFunction]:
+    """``{"VERB": smtp_VERB function}`` for a server class, made once and shared."""
+    table: Mapping[str, _CommandFunction] | None = _COMMAND_TABLES.get(cls, chunking)
+    if table is None:
+        found = {name[5:]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
+        if not chunking:
+            found.pop("BDAT", None)  # unknown, and not in HELP, as in aiosmtpd
+        table = _COMMAND_TABLES.put(cls, chunking, MappingProxyType(found))
+    return table
+
+
+class HandlerHooks(NamedTuple):
+    """``{"VERB": "handle_VERB"}`` for a handler (bound when called) and the form of
+    its EHLO hook; shared by the connections of handlers of one class."""
+
+    names: Mapping[str, str]
+    ehlo_version: str | None
+
+
+def handler_hooks(handler: Any) -> HandlerHooks:
+    names = method_names(handler, "handle_")
+    hooks: HandlerHooks | None = _HOOK_TABLES.get(type(handler), names)
+    if hooks is None:
+        table = MappingProxyType({name[7:]: name for name in names})
+        ehlo = _ehlo_hook_version(handler) if "EHLO" in table else None
+        hooks = _HOOK_TABLES.put(type(handler), names, HandlerHooks(table, ehlo))
+    elif hooks.ehlo_version is not None and (
+        "handle_EHLO" in getattr(handler, "__dict__", ()) or has_dynamic_attributes(handler)
+    ):
+        # An EHLO hook of the instance's own: its signature is its own too.
+        hooks = hooks._replace(ehlo_version=_ehlo_hook_version(handler))
+    return hooks
+
+
+def _ehlo_hook_version(handler: Any) -> str:
+    parameters = inspect.signature(handler.handle_EHLO).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return "new"
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) == 5:
+        return "new"
+    if len(positional) == 4:
+        return "old"
+    raise RuntimeError("Unsupported EHLO Hook")

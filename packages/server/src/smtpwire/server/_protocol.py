@@ -11,15 +11,14 @@ import asyncio
 import collections
 import contextlib
 import functools
-import inspect
 import logging
 import socket
 import ssl
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import Any, ClassVar, Final
 
 from smtpwire.common.lines import LineTooLong
 from smtpwire.common.server_rules import CommandRefusal
@@ -28,7 +27,7 @@ from smtpwire.common.server_session import TOO_MANY_ERRORS, ServerSession, Sessi
 from ._auth import AuthMixin, CramMD5Secret
 from ._connection import Connection
 from ._content import MessageContent
-from ._discovery import SharedTables, has_dynamic_attributes, method_names
+from ._discovery import command_table, handler_hooks
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from ._observing import ObserverMixin, sanitize
 from .observe import Observer
@@ -52,61 +51,9 @@ log = logging.getLogger("mail.log")
 
 ERROR_LIMIT_MODERN: Final = 20
 
-_CommandFunction = Callable[[Any, str | None], Awaitable[None]]
-
 
 class TLSSetupException(Exception):
     """The TLS handshake after STARTTLS failed."""
-
-
-_COMMAND_TABLES: Final = SharedTables()
-_HOOK_TABLES: Final = SharedTables()
-
-
-def command_table(cls: type, chunking: bool) -> Mapping[str, _CommandFunction]:
-    """``{"VERB": smtp_VERB function}`` for a server class, made once and shared."""
-    table: Mapping[str, _CommandFunction] | None = _COMMAND_TABLES.get(cls, chunking)
-    if table is None:
-        found = {name[5:]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
-        if not chunking:
-            found.pop("BDAT", None)  # unknown, and not in HELP, as in aiosmtpd
-        table = _COMMAND_TABLES.put(cls, chunking, MappingProxyType(found))
-    return table
-
-
-class HandlerHooks(NamedTuple):
-    """``{"VERB": "handle_VERB"}`` for a handler (bound when called) and the form of
-    its EHLO hook; shared by the connections of handlers of one class."""
-
-    names: Mapping[str, str]
-    ehlo_version: str | None
-
-
-def handler_hooks(handler: Any) -> HandlerHooks:
-    names = method_names(handler, "handle_")
-    hooks: HandlerHooks | None = _HOOK_TABLES.get(type(handler), names)
-    if hooks is None:
-        table = MappingProxyType({name[7:]: name for name in names})
-        ehlo = _ehlo_hook_version(handler) if "EHLO" in table else None
-        hooks = _HOOK_TABLES.put(type(handler), names, HandlerHooks(table, ehlo))
-    elif hooks.ehlo_version is not None and (
-        "handle_EHLO" in getattr(handler, "__dict__", ()) or has_dynamic_attributes(handler)
-    ):
-        # An EHLO hook of the instance's own: its signature is its own too.
-        hooks = hooks._replace(ehlo_version=_ehlo_hook_version(handler))
-    return hooks
-
-
-def _ehlo_hook_version(handler: Any) -> str:
-    parameters = inspect.signature(handler.handle_EHLO).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
-        return "new"
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) == 5:
-        return "new"
-    if len(positional) == 4:
-        return "old"
-    raise RuntimeError("Unsupported EHLO Hook")
 
 
 class SessionProtocol(Connection, AuthMixin, ObserverMixin):
@@ -187,6 +134,20 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         self._decode_data = decode_data
         self.hostname = hostname if hostname is not None else _local_fqdn()
         self.tls_context = tls_context
+        if tls_context is not None:
+            # RFC 3207 4.1: the SMTP server, not the handshake, judges a client's
+            # certificate, so a context that demands one (or checks a host name) fails
+            # ordinary clients.  As aiosmtpd: say so, and leave the context as it is.
+            if tls_context.verify_mode not in {ssl.CERT_NONE, ssl.CERT_OPTIONAL}:
+                log.warning(
+                    "tls_context.verify_mode not in {CERT_NONE, CERT_OPTIONAL}; "
+                    "this might cause client connection problems"
+                )
+            elif tls_context.check_hostname:
+                log.warning(
+                    "tls_context.check_hostname == True; "
+                    "this might cause client connection problems"
+                )
         # Set by a controller serving implicit TLS: the handshake runs at the start
         # of the session (see smtp.SMTP._implicit_handshake).
         self._implicit_tls: ssl.SSLContext | None = None
@@ -209,9 +170,11 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         self._hooks = handler_hooks(handler)
         if self._hooks.ehlo_version == "old":
             warnings.warn(
-                "Use the 5-argument handle_EHLO() hook instead of the 4-argument one",
+                "Use the 5-argument handle_EHLO() hook instead of the 4-argument "
+                "handle_EHLO() hook; support for the 4-argument handle_EHLO() hook "
+                "will be removed in version 2.0",
                 DeprecationWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
         self._smtp_methods = command_table(type(self), self.extensions.chunking)
         # Placeholders until the session's first task makes them through the

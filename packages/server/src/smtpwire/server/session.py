@@ -78,10 +78,16 @@ class LoginPassword(NamedTuple):
     password: bytes
 
     def __str__(self) -> str:
-        return f"LoginPassword(login='{self.login.decode(errors='replace')}', password=...)"
+        # aiosmtpd formats the bytes into the quotes (login='b'anne''); the login
+        # is shown as text instead, which is what that format meant to show.
+        login = self.login
+        shown = login.decode(errors="replace") if isinstance(login, bytes) else str(login)
+        return f"LoginPassword(login='{shown}', password=...)"
 
     def __repr__(self) -> str:
-        return f"LoginPassword(login={self.login!r}, password=...)"
+        # As aiosmtpd: the repr is the str, so a log of a tuple of credentials
+        # shows the login the same way and the password nowhere.
+        return str(self)
 
 
 AuthCallbackType = Callable[[str, bytes, bytes], bool]
