@@ -1,5 +1,6 @@
 """``python -m smtpwire.client``: aiosmtplib's interactive sender (``python -m
-aiosmtplib``), prompts and output alike, so a user's habit or script carries over.
+aiosmtplib``), prompts and output alike, so a user's habit or script carries over;
+``python -m smtpwire.client send ...`` is the scriptable ``smtpwire-send``.
 
 It asks for the server, the sender, the recipients (comma-separated) and the
 message (until end of input), then sends it in one connection without STARTTLS
@@ -11,11 +12,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from ._send_cli import main as send_main
 from .smtp import SMTP, SMTP_PORT
 
 __all__ = ["main", "prompt_and_send"]
 
-USAGE = "usage: python -m smtpwire.client   (no arguments: prompts for the message to send)"
+USAGE = (
+    "usage: python -m smtpwire.client   (no arguments: prompts for the message to send)\n"
+    "       python -m smtpwire.client send --help   (the smtpwire-send command line)"
+)
+SEND_PROG = "python -m smtpwire.client send"
 
 
 def prompt_and_send() -> int:
@@ -42,6 +48,8 @@ def prompt_and_send() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["send"]:
+        return send_main(arguments[1:], prog=SEND_PROG)
     if arguments:
         print(USAGE, file=sys.stderr)
         return 2

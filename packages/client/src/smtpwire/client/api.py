@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import email.message
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any
 
 from .response import SMTPResponse
 from .smtp import DEFAULT_TIMEOUT, SMTP
@@ -15,7 +15,7 @@ __all__ = ["send"]
 
 
 async def send(
-    message: Any,
+    message: email.message.EmailMessage | email.message.Message | str | bytes,
     /,
     *,
     sender: str | None = None,
@@ -42,11 +42,11 @@ async def send(
 ) -> tuple[dict[str, SMTPResponse], str]:
     """Send ``message`` (an email.message.Message, or str/bytes with ``sender`` and
     ``recipients``); returns the refused recipients and the server's final reply."""
-    raw = isinstance(message, str | bytes)
-    if raw and not recipients:
-        raise ValueError("Recipients must be provided with raw messages.")
-    if raw and not sender:
-        raise ValueError("Sender must be provided with raw messages.")
+    if isinstance(message, str | bytes):
+        if not recipients:
+            raise ValueError("Recipients must be provided with raw messages.")
+        if not sender:
+            raise ValueError("Sender must be provided with raw messages.")
     client = SMTP(
         hostname=hostname, port=port, username=username, password=password,
         oauth_token_generator=oauth_token_generator, local_hostname=local_hostname,
@@ -55,7 +55,7 @@ async def send(
         tls_context=tls_context, cert_bundle=cert_bundle, socket_path=socket_path, sock=sock,
     )  # fmt: skip
     async with client:
-        if raw:
+        if isinstance(message, str | bytes):
             return await client.sendmail(
                 str(sender), recipients or [], message,
                 mail_options=mail_options, rcpt_options=rcpt_options,
