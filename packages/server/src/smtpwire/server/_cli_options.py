@@ -199,6 +199,32 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help=(
+            "Server processes sharing the listening socket (auto: one per CPU; "
+            "default 1).  A supervising process restarts a worker that dies and "
+            "stops them all on SIGTERM or SIGINT.  Each worker has its own handler: "
+            "see docs/server.md, 'Scaling: workers and HAProxy'."
+        ),
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "Expect a PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy-v2) "
+            "within SECONDS before the greeting; the client's address it carries "
+            "becomes the session's peer (X-Peer).  Off by default: only for a server "
+            "that nothing but the proxy can reach."
+        ),
+    )
+    # Internal: how a worker started by --workers finds its sockets and its supervisor.
+    parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
         "classargs",
         metavar="CLASSARGS",
         nargs="*",
@@ -206,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="Arguments for the handler class's from_cli().",
     )
     return parser
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("there must be at least 1 worker")
+    return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,6 +1,7 @@
 """The command line's server at run time: which event loop serves, the listening
 socket and the connections it accepts, the switch to ``nobody``, and running
-until a signal (or whoever owns the loop) stops it."""
+until a signal (or whoever owns the loop) stops it, then draining: the sessions
+finish what they are doing, none starts a new transaction."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from typing import Any
 
 from ._cli_options import program_name, version
 from ._serving import TooBusy, admit, over_connection_limit
+from .proxy_protocol import AF, V2_CMD, ProxyData
+from .session import MISSING
 from .smtp import SMTP
 
 if sys.platform != "win32":
@@ -28,9 +31,11 @@ if sys.platform != "win32":
 
 log = logging.getLogger("mail.log")
 
-#: How long shutdown waits for open connections to flush their last reply
-#: before cutting them off.
+#: How long shutdown waits for open sessions to finish the command at hand (a
+#: message being received, its delivery) before cutting them off.
 SHUTDOWN_GRACE = 5.0
+
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing"
 
 
 # -- the event loop ----------------------------------------------------------------------
@@ -136,6 +141,119 @@ def hand_over_maildir(handler: Any, uid: int, gid: int) -> None:
             os.chown(directory, uid, gid)
 
 
+# -- sessions and draining ------------------------------------------------------------------
+
+
+class Drain:
+    """Shutdown's view of the command line's sessions: which are open, and
+    whether the server is draining (then each session ends as soon as it has
+    answered what it was doing, and a new command gets 421)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.live: set[CliSMTP] = set()
+        self._empty: asyncio.Event | None = None
+
+    def begin(self) -> None:
+        self.active = True
+        for session in list(self.live):
+            session.close_if_idle()
+
+    async def wait(self) -> None:
+        """Until every session has ended."""
+        if self.live:
+            self._empty = asyncio.Event()
+            await self._empty.wait()
+
+    def ended(self, session: CliSMTP) -> None:
+        self.live.discard(session)
+        if not self.live and self._empty is not None:
+            self._empty.set()
+
+
+class CliSMTP(SMTP):
+    """The command line's session: :class:`SMTP`, drained on shutdown.
+
+    Why a drain rather than closing every connection at once: a message whose
+    end has arrived is delivered even if the connection is closed, but its 250
+    would then be lost and the client would send it again (a duplicate).  So a
+    session busy with a command finishes it and its reply is sent; only then is
+    the connection closed.  An idle session (no command running, nothing
+    unread) is closed at once: nothing of it can be delivered any more.
+    """
+
+    def __init__(self, handler: Any, *, drain: Drain, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._shutdown = drain
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._shutdown.live.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._shutdown.ended(self)
+
+    def close_if_idle(self) -> None:
+        if not self._busy and not self._inbound.buffered and self._taken_line is None:
+            self._close_transport()
+
+    def _answer_without_runner(self) -> bool:
+        # While draining, every command goes through _command (below).
+        return False if self._shutdown.active else super()._answer_without_runner()
+
+    async def _command(self, line: Any) -> None:
+        if self._shutdown.active and not _is_quit(line):
+            # Started after the drain began: refused, so that the client sends it
+            # (the message) to another server, or again later.
+            await self._reply(SHUTTING_DOWN)
+            self._close_transport()
+            return
+        await super()._command(line)
+
+    def _caught_up(self) -> None:
+        super()._caught_up()  # the replies are sent first
+        if self._shutdown.active:
+            self._close_transport()
+
+
+class ProxiedCliSMTP(CliSMTP):
+    """``--proxy-protocol``: a valid PROXY header is accepted (the operator put
+    the proxy there) unless the handler has its own ``handle_PROXY`` that says
+    no, and the session's ``peer`` becomes the original client's address, so
+    that what handlers record (``X-Peer``) names the client, not the proxy.
+    ``session.proxy_data`` keeps the whole header."""
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        status = await super()._call_handler_hook(command, *args)
+        if command != "PROXY":
+            return status
+        if status is MISSING:
+            status = True
+        if status:
+            self.session.peer = original_client(args[0], self.session.peer)
+        return status
+
+
+def original_client(proxy_data: ProxyData, peer: Any) -> Any:
+    """The client's address as the proxy saw it, shaped like a peer name; the
+    connection's own peer for a proxy's health check (LOCAL) or an unknown family."""
+    address, port = proxy_data.src_addr, proxy_data.src_port
+    if proxy_data.command == V2_CMD.LOCAL or address is None or port is None:
+        return peer
+    if proxy_data.family == AF.INET:
+        return (str(address), port)
+    if proxy_data.family == AF.INET6:
+        return (str(address), port, 0, 0)
+    return peer
+
+
+def _is_quit(line: Any) -> bool:
+    return isinstance(line, bytes) and line.strip().upper() == b"QUIT"
+
+
 # -- listening and connections -----------------------------------------------------------
 
 
@@ -152,6 +270,7 @@ class Connections:
         self.open: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self.max_connections = max_connections
         self.tls_listener = tls_listener
+        self.drain = Drain()
 
     def __call__(self) -> asyncio.BaseProtocol:
         if over_connection_limit(self.open, self.max_connections):
@@ -220,9 +339,16 @@ def bind(
         parser.exit(1, f"{parser.prog}: error: cannot listen on {where}: {error}\n")
 
 
-def serve(loop: asyncio.AbstractEventLoop, server: asyncio.AbstractServer, line: str) -> None:
+def serve(
+    loop: asyncio.AbstractEventLoop,
+    server: asyncio.AbstractServer,
+    line: str,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     """Serve until ``loop`` stops: on SIGINT or SIGTERM, or when any callback
-    stops it or raises ``KeyboardInterrupt`` (as aiosmtpd's ``main()`` does)."""
+    stops it or raises ``KeyboardInterrupt`` (as aiosmtpd's ``main()`` does).
+    The startup line goes to stderr, or to ``announce`` (a worker tells its
+    supervisor)."""
     installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -233,7 +359,10 @@ def serve(loop: asyncio.AbstractEventLoop, server: asyncio.AbstractServer, line:
     try:
         loop.run_until_complete(server.start_serving())
         # Only now: whoever waits for this line may signal us at once.
-        print(line, file=sys.stderr, flush=True)
+        if announce is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            announce(line)
         with suppress(KeyboardInterrupt):
             loop.run_forever()
     finally:
@@ -247,13 +376,16 @@ def _stop(loop: asyncio.AbstractEventLoop, signum: int) -> None:
 
 
 async def close(server: asyncio.AbstractServer, connections: Connections) -> None:
-    server.close()
-    for transport in connections.transports():
-        transport.close()
+    server.close()  # accept no more
+    connections.drain.begin()
     try:
-        await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
+        await asyncio.wait_for(connections.drain.wait(), SHUTDOWN_GRACE)
     except asyncio.TimeoutError:
         log.warning("Connections still open after %s s, cutting them off", SHUTDOWN_GRACE)
+    for transport in connections.transports():
+        transport.close()  # what is not a CliSMTP (a 421 for too many connections)
+    with suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
     for transport in connections.transports():
         # Looked up, not isinstance(asyncio.WriteTransport): uvloop's transports
         # have the methods without deriving from asyncio's classes.

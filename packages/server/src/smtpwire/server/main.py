@@ -24,6 +24,9 @@ callback; :func:`parseargs` returns the handler already built, as ``handler``.
 Beyond aiosmtpd's options, ``--loop`` picks the event loop: asyncio's own, or
 uvloop (a drop-in loop built on libuv) when it is installed
 (``smtpwire-server[uvloop]``); ``auto`` keeps a current loop the caller set.
+``--workers N`` runs N server processes under a supervisor (see
+:mod:`smtpwire.server._workers`), and ``--proxy-protocol SECONDS`` expects a
+PROXY header (HAProxy) on each connection.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import argparse
 import contextlib
 import logging
 import socket
+import sys
 from collections.abc import Sequence
 from functools import partial
 
@@ -44,7 +48,9 @@ from ._cli_options import (
     tls_context,
 )
 from ._cli_serving import (
+    CliSMTP,
     Connections,
+    ProxiedCliSMTP,
     ServingLoop,
     bind,
     close,
@@ -53,7 +59,8 @@ from ._cli_serving import (
     startup_line,
 )
 from ._modern import RCPT_LIMIT_FLOOR
-from .smtp import SMTP
+from ._workers import supervise
+from ._workers_child import SupervisorChannel, WorkerSpec, bind_worker
 
 __all__ = ["main", "parseargs"]
 
@@ -89,6 +96,9 @@ def parseargs(
     options.tls_context = tls_context(
         parser, "--tlscert", "--tlskey", options.tlscert, options.tlskey
     )
+    options.worker_spec = (
+        None if options.worker_spec is None else WorkerSpec.loads(parser, options.worker_spec)
+    )
     options.handler_class = import_handler_class(parser, options.classpath)
     options.loop_name, options.loop_factory = event_loop(parser, options.loop)
     options.handler = build_handler(parser, options)
@@ -113,6 +123,11 @@ def main(args: Sequence[str] | None = None) -> None:
     _configure_logging(options.debug)
     # Ctrl-C before the signal handlers are set, or where they cannot be (Windows).
     with contextlib.suppress(KeyboardInterrupt):
+        if options.workers > 1 and options.worker_spec is None:
+            status = supervise(parser, options, sys.argv[1:] if args is None else list(args))
+            if status:
+                raise SystemExit(status)
+            return
         _run(parser, options)
 
 
@@ -130,13 +145,21 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
             options.max_connections, tls_listener=options.ssl_context is not None
         )
         # Bind first: a server started as root may need a port below 1024.
-        server = bind(loop, parser, options, connections)
+        spec: WorkerSpec | None = options.worker_spec
+        if spec is None:
+            server = bind(loop, parser, options, connections)
+            channel = None
+        else:
+            server = bind_worker(loop, parser, options, connections, spec)
+            channel = SupervisorChannel(loop, spec.channel)
         try:
             user = drop_privileges(parser, options.handler) if options.setuid else None
             # Looked up here, as aiosmtpd's main() does: suites patch main.partial.
             connections.factory = partial(
-                SMTP,
+                CliSMTP if options.proxy_protocol is None else ProxiedCliSMTP,
                 options.handler,
+                drain=connections.drain,
+                proxy_protocol_timeout=options.proxy_protocol,
                 hostname=hostname,
                 data_size_limit=options.size,
                 enable_SMTPUTF8=options.smtputf8,
@@ -147,8 +170,11 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 rcpt_limit=options.rcpt_limit,
                 error_limit=options.error_limit,
             )
-            serve(loop, server, startup_line(server, options, loop, user))
+            line = startup_line(server, options, loop, user)
+            serve(loop, server, line, None if channel is None else channel.announce)
         finally:
             loop.run_until_complete(close(server, connections))
+            if channel is not None:
+                channel.close()
     finally:
         serving.finish()
