@@ -11,54 +11,13 @@ have no plugin for async tests, so the async one runs its coroutine with asyncio
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import re
-import threading
-from importlib.metadata import entry_points
 
 import pytest
 
-from plugin.helpers import WAIT
+from plugin.runs import plugin_arguments, run
 
 pytest_plugins = ["pytester"]  # here, not in a conftest: see conftest.py
-
-PLUGIN = "smtpwire.server.testing.pytest_plugin"
-
-# An in-process run puts sys.modules back as it found it: a package first imported
-# during one (cryptography, for the test CA) is imported anew by the next, which
-# cryptography's compiled core refuses ("curve must be an EllipticCurve instance").
-# Imported here first, it stays.
-with contextlib.suppress(ImportError):
-    importlib.import_module("smtpwire.server.testing._certs_cryptography")
-
-
-def plugin_arguments() -> list[str]:
-    """Installed, smtpwire-server registers the plugin (entry point pytest11); run
-    from the source tree (PYTHONPATH), it has to be named."""
-    if any(entry.value == PLUGIN for entry in entry_points(group="pytest11")):
-        return []
-    return ["-p", PLUGIN]
-
-
-def run(pytester: pytest.Pytester, *arguments: str) -> pytest.RunResult:
-    """pytest on the files written into ``pytester``, in this process, with warnings
-    as errors (an unclosed socket, an exception in a server thread); afterwards no
-    thread it started may still run."""
-    warnings = ["-W", "error"]
-    if plugin_arguments():
-        # "-p" names a module this process has imported already: pytest warns it
-        # cannot rewrite its asserts, which it has none to need.
-        warnings += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    before = set(threading.enumerate())
-    result = pytester.runpytest_inprocess(
-        *plugin_arguments(), "-p", "no:cacheprovider", *warnings, *arguments
-    )
-    left = [thread for thread in threading.enumerate() if thread not in before]
-    for thread in left:
-        thread.join(WAIT)
-    assert [thread.name for thread in left if thread.is_alive()] == []
-    return result
 
 
 # --- a user's first test ----------------------------------------------------------------------

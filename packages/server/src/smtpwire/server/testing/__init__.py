@@ -15,6 +15,7 @@ from ._inbox import Inbox, InboxTimeout, ReceivedMessage
 from ._server import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
+    ListenError,
     SMTPTestServer,
     TestingObserver,
     TestingSMTP,
@@ -30,6 +31,7 @@ __all__ = [
     "FaultRules",
     "Inbox",
     "InboxTimeout",
+    "ListenError",
     "ReceivedMessage",
     "SMTPTestServer",
     "TLSMode",

@@ -8,7 +8,6 @@ has been written, and read from the test's thread or event loop.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import functools
@@ -18,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
+
+from ._wakeup import Waiter, waiter_for_running_framework
 
 __all__ = ["Inbox", "InboxTimeout", "ReceivedMessage"]
 
@@ -74,12 +75,13 @@ class InboxTimeout(AssertionError):
 
 class Inbox:
     """Thread-safe, in arrival order.  ``wait_for`` blocks the calling thread;
-    ``wait_for_async`` suspends the calling coroutine (whatever its event loop)."""
+    ``wait_for_async`` suspends the calling coroutine (asyncio, uvloop or trio, directly
+    or through anyio)."""
 
     def __init__(self) -> None:
         self._messages: list[ReceivedMessage] = []
         self._changed = threading.Condition()
-        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._async_waiters: set[Waiter] = set()
 
     # -- reading ------------------------------------------------------------------
 
@@ -156,32 +158,26 @@ class Inbox:
         sender: str | None = None,
         predicate: Predicate | None = None,
     ) -> list[ReceivedMessage]:
-        """:meth:`wait_for` for coroutines: the event loop keeps running meanwhile."""
+        """:meth:`wait_for` for coroutines: the event loop keeps running meanwhile.
+        Runs under asyncio (uvloop too) or trio, directly or through anyio."""
         check = _matcher(to, sender, predicate)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = time.monotonic() + timeout
         while True:
-            waiter: asyncio.Future[None] = loop.create_future()
-            entry = (loop, waiter)
+            waiter = waiter_for_running_framework()
             with self._changed:
                 found = [message for message in self._messages if check(message)]
                 arrived = list(self._messages)
                 if len(found) < count:
-                    self._async_waiters.add(entry)
+                    self._async_waiters.add(waiter)
             if len(found) >= count:
                 return found
-            remaining = deadline - loop.time()
             try:
-                if remaining <= 0:
-                    raise asyncio.TimeoutError
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                raise InboxTimeout(
-                    _describe_shortfall(count, len(found), timeout, arrived)
-                ) from None
+                woken = await waiter.wait(deadline - time.monotonic())
             finally:
                 with self._changed:
-                    self._async_waiters.discard(entry)
+                    self._async_waiters.discard(waiter)
+            if not woken and time.monotonic() >= deadline:
+                raise InboxTimeout(_describe_shortfall(count, len(found), timeout, arrived))
 
     # -- the server's side -------------------------------------------------------
 
@@ -190,14 +186,8 @@ class Inbox:
             self._messages.append(message)
             self._changed.notify_all()
             waiters = list(self._async_waiters)
-        for loop, waiter in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_wake, waiter)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        for waiter in waiters:
+            waiter.wake()
 
 
 def _matcher(to: str | None, sender: str | None, predicate: Predicate | None) -> Predicate:

@@ -9,6 +9,8 @@ It runs in its own thread with its own event loop, so sync tests and async tests
 from __future__ import annotations
 
 import collections
+import errno
+import os
 import shutil
 import ssl
 from collections.abc import Mapping, Sequence
@@ -28,6 +30,7 @@ from ._inbox import Inbox, ReceivedMessage
 __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USERNAME",
+    "ListenError",
     "SMTPTestServer",
     "TLSMode",
     "TestingObserver",
@@ -38,6 +41,12 @@ TLSMode = Literal["none", "starttls", "implicit"]
 DEFAULT_USERNAME: Final = "user@example.com"
 DEFAULT_PASSWORD: Final = "correct horse battery staple"  # noqa: S105 - a test account
 TRANSCRIPT_LINES: Final = 2000  # kept per connection (the oldest are dropped first)
+
+
+class ListenError(OSError):
+    """The test server could not listen where it was told to (the port is taken, the
+    address is not this machine's); ``errno`` is the socket error's.  The message is
+    one line, naming the address and where it was set."""
 
 
 class _State:
@@ -109,7 +118,8 @@ class _TestController(Controller):
 
 
 class SMTPTestServer:
-    """A test server on a free loopback port.
+    """A test server on a free loopback port (or on ``port``, when given: for code
+    that reads its SMTP settings once at start-up).
 
     ``tls``: ``"none"``, ``"starttls"`` (offered; ``require_starttls`` to insist) or
     ``"implicit"``.  ``auth``: True for one account (:data:`DEFAULT_USERNAME` /
@@ -130,6 +140,7 @@ class SMTPTestServer:
         require_starttls: bool = False,
         auth: bool | Mapping[str, str] = False,
         host: str = "127.0.0.1",
+        port: int = 0,
         certificates: TestCertificates | None = None,
         **smtp_kwargs: Any,
     ) -> None:
@@ -164,17 +175,24 @@ class SMTPTestServer:
         self._controller = _TestController(
             _State(self.faults, self.inbox),
             hostname=host,
-            port=0,
+            port=port,
             ssl_context=self._server_context() if tls == "implicit" else None,
             server_hostname=server_name,
             **kwargs,
         )
+        self._requested_port = port
         self._running = False
 
     # -- life cycle ---------------------------------------------------------------------
 
-    def start(self) -> SMTPTestServer:
-        self._controller.start()
+    def start(self, *, origin: str | None = None) -> SMTPTestServer:
+        """Listen and serve.  ``origin`` says where the address was set, for the
+        :class:`ListenError` raised when the server cannot listen there."""
+        try:
+            self._controller.start()
+        except OSError as error:
+            self.stop()  # its own certificates, if any
+            raise _listen_error(error, self.host, self._requested_port, origin) from error
         self._running = True
         return self
 
@@ -257,6 +275,19 @@ class SMTPTestServer:
         if self.accounts.get(login) == password:
             return AuthResult(success=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False)
+
+
+def _listen_error(error: OSError, host: str, port: int, origin: str | None) -> ListenError:
+    told = f" (set by {origin})" if origin else (f" (port={port})" if port else "")
+    if error.errno == errno.EADDRINUSE:
+        message = f"port {port} on {host} is already in use{told}"
+    else:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        where = f"{host} port {port}" if port else host
+        message = f"cannot listen on {where}{told}: {reason}"
+    listen_error = ListenError(f"smtpwire test server: {message}")
+    listen_error.errno = error.errno
+    return listen_error
 
 
 def _text(line: bytes) -> str:

@@ -8,6 +8,10 @@ are empty when the test starts.  The server behind each runs for the scope set b
 ``smtpwire_server_scope`` ini option (``session`` by default: one server, isolated
 per test); ``smtp_server_factory`` starts servers set up otherwise, from a fixture of
 any scope.  ``smtp_client_context`` is an ``SSLContext`` trusting the test CA.
+
+``smtp_server`` is the one to configure: ini options (each overridden by an
+environment variable) set its port, TLS mode and account, and every server's
+address and name (see :mod:`smtpwire.server.testing._options` and docs/testing.md).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from typing import Any
 import pytest
 
 from ._certs import TestCertificates, make_certificates
-from ._server import SMTPTestServer
+from ._options import PluginSettings, add_options, read_settings
+from ._server import ListenError, SMTPTestServer
 
 SCOPE_OPTION = "smtpwire_server_scope"
 _SCOPES = ("session", "package", "module", "class", "function")
 
 ServerFactory = Callable[..., SMTPTestServer]
+_SETTINGS = pytest.StashKey[PluginSettings]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,12 +40,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "module, class or function); their inbox and faults are emptied for every test",
         default="session",
     )
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     scope = _configured_scope(config)
     if scope not in _SCOPES:
         raise pytest.UsageError(f"{SCOPE_OPTION} must be one of {', '.join(_SCOPES)}: {scope!r}")
+    config.stash[_SETTINGS] = read_settings(config)
+
+
+def _settings(config: pytest.Config) -> PluginSettings:
+    return config.stash.get(_SETTINGS, PluginSettings())
 
 
 def _configured_scope(config: pytest.Config) -> str:
@@ -68,15 +80,21 @@ def smtp_client_context(smtp_certificates: TestCertificates) -> Any:
 def smtp_server_factory(
     request: pytest.FixtureRequest,
 ) -> Iterator[ServerFactory]:
-    """``smtp_server_factory(tls=..., auth=..., **smtp_kwargs)`` starts a server (see
-    :class:`~smtpwire.server.testing.SMTPTestServer`); those still running at the end
-    of the session are stopped then.  TLS servers share the session's test CA."""
+    """``smtp_server_factory(tls=..., auth=..., port=..., **smtp_kwargs)`` starts a
+    server (see :class:`~smtpwire.server.testing.SMTPTestServer`) on a free port, or
+    on ``port``; those still running at the end of the session are stopped then.
+    TLS servers share the session's test CA.  A port that is taken raises
+    :class:`~smtpwire.server.testing.ListenError`."""
     started: list[SMTPTestServer] = []
+    every_server = _settings(request.config).for_every_server()
 
-    def start(**kwargs: Any) -> SMTPTestServer:
+    def start(*, _origin: str | None = None, **kwargs: Any) -> SMTPTestServer:
+        kwargs = {**every_server, **kwargs}
         if kwargs.get("tls", "none") != "none":
             kwargs.setdefault("certificates", request.getfixturevalue("smtp_certificates"))
-        server = SMTPTestServer(**kwargs).start()
+        if _origin is None and kwargs.get("port"):
+            _origin = f"smtp_server_factory(port={kwargs['port']})"
+        server = SMTPTestServer(**kwargs).start(origin=_origin)
         started.append(server)
         return server
 
@@ -100,8 +118,21 @@ def _isolated(server: SMTPTestServer) -> Iterator[SMTPTestServer]:
 
 
 @pytest.fixture(scope=_server_scope)
-def _smtpwire_plain(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
-    yield from _shared(smtp_server_factory)
+def _smtpwire_plain(
+    smtp_server_factory: ServerFactory, request: pytest.FixtureRequest
+) -> Iterator[SMTPTestServer]:
+    settings = _settings(request.config)
+    failure: str | None = None
+    try:
+        server = smtp_server_factory(_origin=settings.listen_origin(), **settings.for_smtp_server())
+    except ListenError as error:
+        failure = str(error)
+    if failure is not None:  # outside the except block: one line, no chained traceback
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope=_server_scope)
