@@ -46,14 +46,6 @@ KNOWN_FRAGMENTS: dict[tuple[str, int], str] = {
     ("docs/client.md", 1): "top-level async with: not wrapped in asyncio.run",
     ("docs/client.md", 2): "top-level await on an smtp client defined elsewhere; big.eml",
     ("docs/client.md", 3): "top-level async with: not wrapped in asyncio.run",
-    ("docs/server.md", 4): "a signature listing (SMTP(handler, *, ...)), not code",
-    ("docs/server.md", 5): "uses Controller and handler without importing or defining them",
-    ("docs/server.md", 7): "uses Controller and handler without importing or defining them",
-    ("docs/server.md", 8): "uses handler without defining it",
-    ("docs/wire-core.md", 3): "its last line raises UnsafeCharacterError on purpose",
-    ("docs/wire-core.md", 4): "uses chunks without defining it",
-    ("docs/migrating.md", 0): "the 'before' half imports aiosmtpd, not installed",
-    ("docs/migrating-aiosmtplib.md", 1): "a fragment: asyncio and SMTP are not imported",
 }
 
 
