@@ -1,5 +1,5 @@
-"""Development sessions: ``nox`` runs tests, tests_uvloop, lint, typecheck and
-packaging; ``nox -s bench`` runs the benchmarks.
+"""Development sessions: ``nox`` runs tests, tests_uvloop, lint, typecheck,
+packaging and a quick fuzz run; ``nox -s bench`` runs the benchmarks.
 
 The tests run on every supported Python (3.10 to 3.13) that is installed.  Where
 the extra versions come from pyenv, only pyenv's global version answers by
@@ -30,13 +30,24 @@ PACKAGES = ("./packages/common", "./packages/client", "./packages/server", ".")
 # pytest-asyncio is not here yet: installed, it warns at configure time that
 # asyncio_default_fixture_loop_scope is unset, which the suite's -W error turns into
 # a failure of tests/test_async_hook.py; its cases are skipped meanwhile.
-TEST_DEPENDENCIES = ("pytest>=8", "pytest-timeout", "hypothesis", "trustme", "anyio", "trio")
-SOURCES = ("packages", "tests", "benchmarks", "noxfile.py")
+TEST_DEPENDENCIES = (
+    "pytest>=8",
+    "pytest-timeout",
+    "hypothesis",
+    "trustme",
+    "anyio",
+    "trio",
+    # aiohttp: the web inbox's HTTP side (the [web] extra) and the client of tests/inbox.
+    "aiohttp",
+    # mailpit-api-client: mailpit's own Python client, to prove the API compatible.
+    "mailpit-api-client",
+)
+SOURCES = ("packages", "tests", "benchmarks", "fuzz", "noxfile.py")
 RESULTS = "benchmarks/results"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 
-nox.options.sessions = ["tests", "tests_uvloop", "lint", "typecheck", "packaging"]
+nox.options.sessions = ["tests", "tests_uvloop", "lint", "typecheck", "packaging", "fuzz"]
 nox.options.error_on_missing_interpreters = False
 
 
@@ -226,4 +237,18 @@ def fuzz(session: nox.Session) -> None:
     -- --time 600`` gives each target 600 seconds; other arguments go to
     fuzz/run.py (``--targets``, ``--artifacts``, ``--json``)."""
     session.install("atheris", "./packages/common", "./packages/client", "./packages/server")
-    session.run("python", "fuzz/run.py", *session.posargs)
+    # With no arguments (as in the default sessions, so CI runs it) the quick form.
+    session.run("python", "fuzz/run.py", *(session.posargs or ["--quick"]))
+
+
+@nox.session(python=ONE_PYTHON)
+def soak(session: nox.Session) -> None:
+    """Soak with faults (benchmarks/soak.py, docs/soak.md): many kinds of client
+    against smtpwire's command-line server for 10 minutes, with faults and server
+    restarts, then exact accounting of every message, memory and file descriptors;
+    fails on any violation.  ``nox -s soak -- --quick`` runs one minute (CI);
+    ``-- --duration SECONDS`` any length.  Not among the default sessions.
+    smtp-source (Debian package postfix) is used where installed."""
+    with_uvloop = ["uvloop"] if sys.platform != "win32" else []
+    session.install(*PACKAGES, *with_uvloop, "trustme")
+    session.run("python", "benchmarks/soak.py", *session.posargs)

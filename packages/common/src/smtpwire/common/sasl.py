@@ -50,6 +50,19 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
+def _received_bytes(value: str | bytes) -> bytes:
+    """The octets of what the peer sent.  A server that decoded them with
+    ``surrogateescape`` (SMTPUTF8) hands over text holding lone surrogates: they
+    go back to the octets they stand for, and anything that cannot be encoded is
+    not base64 either (a fuzzing find: it escaped as UnicodeEncodeError)."""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as error:
+        raise SASLDecodeError("not valid base64") from error
+
+
 def b64encode(data: str | bytes) -> str:
     """Base64 text for one SASL message; RFC 4954 writes an empty one as ``=``."""
     raw = _as_bytes(data)
@@ -58,7 +71,7 @@ def b64encode(data: str | bytes) -> str:
 
 def b64decode(text: str | bytes) -> bytes:
     """Strict base64 decoding (no stray characters); ``=`` is the empty message."""
-    raw = _as_bytes(text).strip()
+    raw = _received_bytes(text).strip()
     if raw == b"=":
         return b""
     # Checked here rather than left to binascii, whose strictness differs between
@@ -70,7 +83,7 @@ def b64decode(text: str | bytes) -> bytes:
 
 def decode_client_response(line: str | bytes) -> bytes:
     """Decode the client's answer to a 334 challenge; ``*`` cancels the exchange."""
-    if _as_bytes(line).strip() == b"*":
+    if _received_bytes(line).strip() == b"*":
         raise SASLAbortedError("the client cancelled authentication")
     return b64decode(line)
 
