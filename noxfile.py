@@ -1,5 +1,6 @@
 """Development sessions: ``nox`` runs tests, tests_uvloop, lint, typecheck,
-packaging and a quick fuzz run; ``nox -s bench`` runs the benchmarks.
+packaging, a quick fuzz run and a one-minute soak; ``nox -s bench`` runs the
+benchmarks.
 
 The tests run on every supported Python (3.10 to 3.13) that is installed.  Where
 the extra versions come from pyenv, only pyenv's global version answers by
@@ -47,7 +48,9 @@ RESULTS = "benchmarks/results"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 
-nox.options.sessions = ["tests", "tests_uvloop", "lint", "typecheck", "packaging", "fuzz"]
+nox.options.sessions = [
+    "tests", "tests_uvloop", "lint", "typecheck", "packaging", "fuzz", "soak",
+]  # fmt: skip
 nox.options.error_on_missing_interpreters = False
 
 
@@ -246,9 +249,9 @@ def soak(session: nox.Session) -> None:
     """Soak with faults (benchmarks/soak.py, docs/soak.md): many kinds of client
     against smtpwire's command-line server for 10 minutes, with faults and server
     restarts, then exact accounting of every message, memory and file descriptors;
-    fails on any violation.  ``nox -s soak -- --quick`` runs one minute (CI);
-    ``-- --duration SECONDS`` any length.  Not among the default sessions.
-    smtp-source (Debian package postfix) is used where installed."""
+    fails on any violation.  With no arguments (as in the default sessions, so CI
+    runs it) the one-minute ``--quick`` form; ``nox -s soak -- --duration 600`` the
+    ten minutes.  smtp-source (Debian package postfix) is used where installed."""
     with_uvloop = ["uvloop"] if sys.platform != "win32" else []
     session.install(*PACKAGES, *with_uvloop, "trustme")
-    session.run("python", "benchmarks/soak.py", *session.posargs)
+    session.run("python", "benchmarks/soak.py", *(session.posargs or ["--quick"]))
