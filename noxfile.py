@@ -25,12 +25,9 @@ import nox
 SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
 ROOT = Path(__file__).parent
 PACKAGES = ("./packages/common", "./packages/client", "./packages/server", ".")
-# anyio and trio: tests/plugin/test_async_frameworks.py and the testing guide's anyio
-# example run the pytest plugin's async tests under anyio on its asyncio and its trio
-# backend (inbox.wait_for_async on trio); without them those cases are skipped.
-# pytest-asyncio is not here yet: installed, it warns at configure time that
-# asyncio_default_fixture_loop_scope is unset, which the suite's -W error turns into
-# a failure of tests/test_async_hook.py; its cases are skipped meanwhile.
+# anyio, trio and pytest-asyncio: tests/plugin/test_async_frameworks.py and the
+# testing guide's examples run the pytest plugin's async tests under anyio (asyncio and
+# trio backends) and pytest-asyncio (strict and auto mode), as users do.
 TEST_DEPENDENCIES = (
     "pytest>=8",
     "pytest-timeout",
@@ -38,10 +35,13 @@ TEST_DEPENDENCIES = (
     "trustme",
     "anyio",
     "trio",
+    "pytest-asyncio>=0.24",
     # aiohttp: the web inbox's HTTP side (the [web] extra) and the client of tests/inbox.
     "aiohttp",
     # mailpit-api-client: mailpit's own Python client, to prove the API compatible.
     "mailpit-api-client",
+    # selenium: drives Debian's chromium (installed by .ci/run) in tests/inbox/test_browser.py.
+    "selenium",
 )
 SOURCES = ("packages", "tests", "benchmarks", "fuzz", "noxfile.py")
 RESULTS = "benchmarks/results"
