@@ -38,7 +38,10 @@ def test_async_failures_and_fixtures_are_reported(pytester: pytest.Pytester) -> 
             raise ZeroDivisionError
         """
     )
-    # The suite's own async hook, alone: pytest-asyncio (a test dependency) stays out.
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio")
+    # The suite's own async hook, alone: pytest-asyncio (a test dependency) stays out,
+    # and so does pytest-benchmark where installed (under xdist it warns).
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:asyncio", "-p", "no:benchmark"
+    )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*ZeroDivisionError*"])
