@@ -74,6 +74,9 @@ def test_default_handler_prints_messages_and_ctrl_c_stops_cleanly() -> None:
             "Subject: hello",
             "From: anne@example.com",
             f"X-Peer: {peer!r}",
+            # The command line's Debugging shows the envelope (docs/server.md).
+            "X-MailFrom: anne@example.com",
+            "X-RcptTo: bart@example.com",
             "",
             "Hi Bart.",
             "------------ END MESSAGE ------------",
@@ -101,7 +104,7 @@ def test_sigterm_closes_open_connections_and_exits_cleanly() -> None:
 
 @POSIX_ONLY
 def test_ctrl_c_with_a_message_in_progress() -> None:
-    with server_process() as server:
+    with server_process("--shutdown-grace", "1") as server:
         [(host, port)] = server.addresses()
         with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
             smtp.ehlo()
@@ -111,6 +114,8 @@ def test_ctrl_c_with_a_message_in_progress() -> None:
             assert smtp.sock is not None
             smtp.sock.sendall(b"Subject: half a message\r\n")
             status, stdout, stderr = server.stop(signal.SIGINT)
+            # Still busy after the grace period: told so (test_cli_deploy.py has more).
+            assert smtp.getreply() == (421, b"4.3.2 Service shutting down, closing")
     assert status == 0, stderr
     assert stdout == ""
     assert "Traceback" not in stderr
@@ -262,7 +267,12 @@ def test_a_handler_the_smtp_class_refuses_is_logged(user_handlers: dict[str, str
 @POSIX_ONLY
 @pytest.mark.parametrize(
     ("args", "size", "smtputf8"),
-    [((), "33554432", False), (("-s", "1000", "-u"), "1000", True), (("-s", "0"), None, False)],
+    [
+        ((), "33554432", True),  # the modern set, the CLI's default, includes SMTPUTF8
+        (("--classic",), "33554432", False),
+        (("--classic", "-s", "1000", "-u"), "1000", True),
+        (("-s", "0"), None, True),
+    ],
 )
 def test_size_and_smtputf8(args: tuple[str, ...], size: str | None, smtputf8: bool) -> None:
     with server_process("-c", "smtpwire.server.handlers.Sink", *args) as server:

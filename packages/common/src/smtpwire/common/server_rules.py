@@ -52,7 +52,9 @@ CALL_LIMIT_DEFAULT: Final = 20
 ALLOWED_BEFORE_STARTTLS: Final = frozenset({"NOOP", "EHLO", "LHLO", "STARTTLS", "QUIT"})
 
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
-_CONTROL_TEXT: Final = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, DEL, and the lone surrogates that stand for octets that were
+# not UTF-8 (SMTPUTF8 decodes with surrogateescape): none may be echoed in a reply.
+_UNECHOABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _HTTP_METHODS: Final = frozenset(
     {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"}
 )
@@ -243,8 +245,10 @@ def decode_text(data: bytes, *, utf8: bool) -> str | None:
 
 
 def printable(text: str) -> str:
-    """Client text made safe to echo in a reply: control characters become '?'."""
-    return _CONTROL_TEXT.sub("?", text)
+    """Client text made safe to echo in a reply: control characters, and octets that
+    were not UTF-8, become '?' (a fuzzing and probing find: a lone surrogate made the
+    reply impossible to encode, and C1 controls went out raw)."""
+    return _UNECHOABLE.sub("?", text)
 
 
 # -- MAIL and RCPT parameters ------------------------------------------------------------

@@ -17,12 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._cli_env import DOCS
+from ._cli_logging import LOG_FORMATS
 from .smtp import DATA_SIZE_DEFAULT
 
 PROGRAM = "smtpwire-server"
 DEFAULT_HANDLER = "smtpwire.server.handlers.Debugging"
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 8025
+#: --shutdown-grace's default (the value _cli_serving.SHUTDOWN_GRACE also has).
+SHUTDOWN_GRACE_DEFAULT = 10.0
 
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -68,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="classpath",
         metavar="CLASSPATH",
         default=DEFAULT_HANDLER,
+        action=_ClassPath,
         help=(
             "The handler class, as a dotted import path (package.module.Class).  "
             "CLASSARGS go to its from_cli(parser, *args) class method when it has "
@@ -91,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--smtputf8",
         default=False,
         action="store_true",
-        help="Enable the SMTPUTF8 extension (RFC 6531).",
+        help=(
+            "Enable the SMTPUTF8 extension (RFC 6531).  Part of the modern set, the "
+            "default: only --classic needs it."
+        ),
     )
     parser.add_argument(
         "-d",
@@ -152,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "Offer only aiosmtpd's extensions, with its reply texts. Without it the "
             "server also offers PIPELINING, CHUNKING, BINARYMIME, DSN, "
-            "ENHANCEDSTATUSCODES and LIMITS (see docs/server.md)."
+            "ENHANCEDSTATUSCODES, LIMITS and SMTPUTF8, and answers a failing handler "
+            f"451 without the error's text (see {DOCS}server.md)."
         ),
     )
     parser.add_argument(
@@ -207,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Server processes sharing the listening socket (auto: one per CPU; "
             "default 1).  A supervising process restarts a worker that dies and "
             "stops them all on SIGTERM or SIGINT.  Each worker has its own handler: "
-            "see docs/server.md, 'Scaling: workers and HAProxy'."
+            f"see {DOCS}server.md#scaling-workers-and-haproxy"
         ),
     )
     parser.add_argument(
@@ -222,6 +231,66 @@ def build_parser() -> argparse.ArgumentParser:
             "that nothing but the proxy can reach."
         ),
     )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=SHUTDOWN_GRACE_DEFAULT,
+        metavar="SECONDS",
+        help=(
+            "On SIGTERM or SIGINT: stop accepting, let the transactions in progress "
+            f"finish for up to SECONDS (default {SHUTDOWN_GRACE_DEFAULT:g}), then answer "
+            "the sessions left '421 4.3.2' and close them.  A message is stored whole "
+            "or refused, never half."
+        ),
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help=(
+            "How log lines on stderr look: text (the default) or json, one object "
+            f"per line (see {DOCS}server.md#logging)."
+        ),
+    )
+    web = parser.add_argument_group(
+        "web inbox", f"Keep every message and show it over HTTP (see {DOCS}inbox.md)."
+    )
+    web.add_argument(
+        "--web",
+        metavar="[HOST][:PORT]",
+        nargs="?",
+        const="127.0.0.1:8026",
+        default=None,
+        help=(
+            "Serve the web inbox and its API (mailpit's v1) on HOST:PORT, default "
+            "127.0.0.1:8026, in the same process.  The handler then stores every "
+            "message (with -c, the given handler decides and what it accepts is "
+            "stored too).  Needs aiohttp: pip install 'smtpwire-server[web]'."
+        ),
+    )
+    web.add_argument(
+        "--store",
+        metavar="PATH",
+        default=None,
+        help="Keep the messages in this SQLite file (made if absent); default: in memory.",
+    )
+    web.add_argument(
+        "--max-messages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Keep at most N messages: the oldest are deleted as new ones arrive.",
+    )
+    web.add_argument(
+        "--web-auth",
+        metavar="USER:PASSWORD",
+        default=None,
+        help=(
+            "Ask for this user and password (HTTP basic auth); default: the "
+            "SMTPWIRE_WEB_AUTH variable, else none.  Bound beyond loopback without "
+            "it, the server warns on stderr."
+        ),
+    )
     # Internal: how a worker started by --workers finds its sockets and its supervisor.
     parser.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -232,6 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Arguments for the handler class's from_cli().",
     )
     return parser
+
+
+class _ClassPath(argparse.Action):
+    """``-c``: also notes that it was given, so that ``--web`` keeps the handler
+    named rather than replacing the default with the inbox."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.classpath = values
+        namespace.classpath_given = True
 
 
 def _workers(text: str) -> int:
@@ -364,6 +448,21 @@ def build_handler(parser: argparse.ArgumentParser, options: argparse.Namespace) 
 
     A ``TypeError`` from ``from_cli()`` propagates, as in aiosmtpd.
     """
+    if not any(getattr(options, name, None) is not None for name in _INBOX_OPTIONS):
+        return _build_named_handler(parser, options)
+    # Imported only for --web and its kin: a plain server never loads the inbox.
+    from .inbox import _cli as web_inbox  # noqa: PLC0415
+
+    web_inbox.check_options(parser, options)
+    if not getattr(options, "classpath_given", False):
+        return web_inbox.build_handler(parser, options, None)
+    return web_inbox.build_handler(parser, options, _build_named_handler(parser, options))
+
+
+_INBOX_OPTIONS = ("web", "store", "max_messages", "web_auth")
+
+
+def _build_named_handler(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Any:
     handler_class = options.handler_class
     from_cli = getattr(handler_class, "from_cli", None)
     if from_cli is None and options.classargs:

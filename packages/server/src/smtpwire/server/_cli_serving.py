@@ -20,8 +20,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from ._cli_options import program_name, version
+from ._cli_options import SHUTDOWN_GRACE_DEFAULT, program_name, version
 from ._serving import TooBusy, admit, over_connection_limit
+from ._shutdown import SHUTTING_DOWN, shut_down
 from .proxy_protocol import AF, V2_CMD, ProxyData
 from .session import MISSING
 from .smtp import SMTP
@@ -32,10 +33,9 @@ if sys.platform != "win32":
 log = logging.getLogger("mail.log")
 
 #: How long shutdown waits for open sessions to finish the command at hand (a
-#: message being received, its delivery) before cutting them off.
-SHUTDOWN_GRACE = 5.0
-
-SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing"
+#: message being received, its delivery) before cutting them off: the default
+#: of --shutdown-grace (see _shutdown.py).
+SHUTDOWN_GRACE = SHUTDOWN_GRACE_DEFAULT
 
 
 # -- the event loop ----------------------------------------------------------------------
@@ -116,6 +116,7 @@ def drop_privileges(parser: argparse.ArgumentParser, handler: Any) -> str | None
     try:
         nobody = pwd.getpwnam("nobody")
         hand_over_maildir(handler, nobody.pw_uid, nobody.pw_gid)
+        hand_over_store(handler, nobody.pw_uid, nobody.pw_gid)
         os.setgroups([])
         os.setgid(nobody.pw_gid)
         os.setuid(nobody.pw_uid)
@@ -141,6 +142,19 @@ def hand_over_maildir(handler: Any, uid: int, gid: int) -> None:
             os.chown(directory, uid, gid)
 
 
+def hand_over_store(handler: Any, uid: int, gid: int) -> None:
+    """Give the web inbox's SQLite file (``--store``) to the user the server
+    switches to, for the same reason as a Maildir: it was opened as root.  Its
+    WAL files go too, or nobody could write the next transaction."""
+    store = getattr(getattr(handler, "inbox", handler), "store", None)
+    path = getattr(store, "path", None)
+    if not isinstance(path, Path):
+        return
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists() and file.stat().st_uid == os.geteuid():
+            os.chown(file, uid, gid)
+
+
 # -- sessions and draining ------------------------------------------------------------------
 
 
@@ -153,6 +167,10 @@ class Drain:
         self.active = False
         self.live: set[CliSMTP] = set()
         self._empty: asyncio.Event | None = None
+        # The observer every session gets: the web inbox's transcript recorder
+        # (--web), set before serving.  It rides here because every session is
+        # given the drain.
+        self.observer: Any = None
 
     def begin(self) -> None:
         self.active = True
@@ -183,6 +201,8 @@ class CliSMTP(SMTP):
     """
 
     def __init__(self, handler: Any, *, drain: Drain, **kwargs: Any) -> None:
+        if drain.observer is not None:
+            kwargs.setdefault("observer", drain.observer)
         super().__init__(handler, **kwargs)
         self._shutdown = drain
 
@@ -271,6 +291,9 @@ class Connections:
         self.max_connections = max_connections
         self.tls_listener = tls_listener
         self.drain = Drain()
+        # --web: the inbox and its web server, stopped by close().
+        self.inbox: Any = None
+        self.web: Any = None
 
     def __call__(self) -> asyncio.BaseProtocol:
         if over_connection_limit(self.open, self.max_connections):
@@ -314,6 +337,9 @@ def startup_line(
         details.append("uvloop")
     if user is not None:
         details.append(f"running as {user}")
+    web = getattr(options, "web_inbox", None)
+    if web is not None:
+        details.append(f"web inbox {web.url}/")
     program = f"{program_name()} {version()}"
     return f"{program} listening on {where} ({'; '.join(details)}); Ctrl-C to stop"
 
@@ -325,7 +351,7 @@ def bind(
     connections: Connections,
 ) -> asyncio.AbstractServer:
     try:
-        return loop.run_until_complete(
+        server = loop.run_until_complete(
             loop.create_server(
                 connections,
                 options.host,
@@ -337,6 +363,28 @@ def bind(
     except OSError as error:
         where = describe_address((options.host, options.port))
         parser.exit(1, f"{parser.prog}: error: cannot listen on {where}: {error}\n")
+    if getattr(options, "inbox", None) is not None:
+        _start_web_inbox(loop, parser, options, connections, server)
+    return server
+
+
+def _start_web_inbox(
+    loop: asyncio.AbstractEventLoop,
+    parser: argparse.ArgumentParser,
+    options: argparse.Namespace,
+    connections: Connections,
+    server: asyncio.AbstractServer,
+) -> None:
+    """``--web``: its HTTP side listens in the same loop, bound now like SMTP's."""
+    from .inbox import _cli as web_inbox  # noqa: PLC0415 - only with --web
+
+    try:
+        options.web_inbox = web_inbox.start_web(loop, parser, options)
+    except SystemExit:
+        server.close()
+        raise
+    connections.inbox, connections.web = options.inbox, options.web_inbox
+    connections.drain.observer = options.inbox.observer
 
 
 def serve(
@@ -375,27 +423,13 @@ def _stop(loop: asyncio.AbstractEventLoop, signum: int) -> None:
     loop.stop()
 
 
-async def close(server: asyncio.AbstractServer, connections: Connections) -> None:
-    server.close()  # accept no more
-    connections.drain.begin()
-    try:
-        await asyncio.wait_for(connections.drain.wait(), SHUTDOWN_GRACE)
-    except asyncio.TimeoutError:
-        log.warning("Connections still open after %s s, cutting them off", SHUTDOWN_GRACE)
-    for transport in connections.transports():
-        transport.close()  # what is not a CliSMTP (a 421 for too many connections)
-    with suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
-    for transport in connections.transports():
-        # Looked up, not isinstance(asyncio.WriteTransport): uvloop's transports
-        # have the methods without deriving from asyncio's classes.
-        abort = getattr(transport, "abort", None)
-        if abort is not None and not transport.is_closing():
-            abort()
-    # On the caller's loop nothing else would end the sessions' tasks: end them here.
-    tasks = [session._handler_coroutine for session in list(connections.open)]
-    running = [task for task in tasks if task is not None and not task.done()]
-    for task in running:
-        task.cancel()
-    if running:
-        await asyncio.wait(running, timeout=SHUTDOWN_GRACE)
+async def close(
+    server: asyncio.AbstractServer, connections: Connections, grace: float = SHUTDOWN_GRACE
+) -> None:
+    """Stop gracefully: see :mod:`smtpwire.server._shutdown`."""
+    await shut_down(server, connections, grace)
+    if connections.web is not None:
+        await connections.web.stop()
+    if connections.inbox is not None:
+        # Closing waits for the store's thread to finish its last write.
+        await asyncio.get_running_loop().run_in_executor(None, connections.inbox.close)

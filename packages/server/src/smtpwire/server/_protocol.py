@@ -28,8 +28,9 @@ from ._auth import AuthMixin, CramMD5Secret
 from ._connection import Connection
 from ._content import MessageContent
 from ._discovery import command_table, handler_hooks
+from ._log_lines import command_text
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
-from ._observing import ObserverMixin, sanitize
+from ._observing import ObserverMixin
 from .observe import Observer
 from .proxy_protocol import HeaderCollector, parse_header
 from .session import (
@@ -50,6 +51,10 @@ DATA_SIZE_DEFAULT: Final = 2**25
 log = logging.getLogger("mail.log")
 
 ERROR_LIMIT_MODERN: Final = 20
+
+#: Modern mode's reply to a command whose handler failed: temporary (RFC 3463
+#: 4.3.0, "other or undefined mail system status"), with nothing of the error.
+INTERNAL_ERROR: Final = "451 4.3.0 Error: internal server error"
 
 
 class TLSSetupException(Exception):
@@ -319,7 +324,12 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
 
     def _encode_reply(self, status: str) -> bytes:
         if self.extensions.enhanced_status_codes:
-            status = with_enhanced_code(status, self._current_command)
+            command = self._current_command
+            if command and command not in self._smtp_methods:
+                # An unknown verb, even one that greets elsewhere (LHLO to an SMTP
+                # server): RFC 2034 exempts only the replies to this server's greeting.
+                command = ""
+            status = with_enhanced_code(status, command)
         return status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
 
     async def _on_idle_timeout(self) -> None:
@@ -461,7 +471,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         is the session's calls left per verb (the gate's own, which counts them);
         it stays in the signature for subclasses that override this method."""
         if isinstance(line, bytes) and log.isEnabledFor(logging.INFO):
-            log.info("%r >> %r", self.session.peer, sanitize(line))
+            log.info("%r >> %s", self.session.peer, command_text(line))
         screened = self._state_machine.screen(line)
         if isinstance(screened, CommandRefusal):
             self._log_refusal(screened)
@@ -473,12 +483,29 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         await self._smtp_methods[verb](self, arg)
 
     async def handle_exception(self, error: Exception) -> str:
+        """The reply to a command that raised ``error``: the handler's
+        ``handle_exception`` decides when it has one.  Otherwise the error is
+        logged with its traceback; in modern mode the client gets only a
+        temporary ``451`` (the sender keeps the message and retries, and nothing
+        of the server's insides, a path or a password in an exception's text,
+        goes on the wire), in classic mode aiosmtpd's ``500`` with the text."""
         hook = getattr(self.event_handler, "handle_exception", None)
         if hook is not None:
             status: str = await hook(error)
             return status
+        if isinstance(error, TLSSetupException):
+            # Logged as one WARNING line where the handshake failed; the
+            # connection is gone, so the reply below is never sent.
+            return f"500 Error: ({error.__class__.__name__}) {error}"
         log.exception("%r SMTP session exception", self._describe_peer(), exc_info=error)
+        if self._modern_replies:
+            return INTERNAL_ERROR
         return f"500 Error: ({error.__class__.__name__}) {error}"
+
+    @property
+    def _modern_replies(self) -> bool:
+        # LIMITS is offered exactly when the server was made with modern=True.
+        return self.extensions.limits
 
     async def _describe_exception(self, error: Exception) -> str:
         status: Any
@@ -487,7 +514,11 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         except Exception as inner:  # the hook itself failed
             log.exception("%r Exception in handle_exception()", self._describe_peer())
             try:
-                status = f"500 Error: ({inner.__class__.__name__}) {inner}"
+                status = (
+                    INTERNAL_ERROR
+                    if self._modern_replies
+                    else f"500 Error: ({inner.__class__.__name__}) {inner}"
+                )
             except Exception:  # even str() failed
                 status = "500 Error: Cannot describe error"
         if not isinstance(status, str | bytes):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import email
 import email.message
+import errno
 import logging
 import mailbox
 import os
 import queue as queue_module
+import re
 import sys
 from abc import ABCMeta, abstractmethod
 from argparse import ArgumentParser
@@ -59,6 +61,8 @@ END_MESSAGE = "------------ END MESSAGE ------------"
 #: upstream must not pin a worker thread for the life of the process.
 PROXY_TIMEOUT = 300.0
 
+_PORT = re.compile(r"[0-9]{1,5}")
+
 
 class Sink:
     """Accepts every message and keeps nothing: a server with no hooks at all,
@@ -79,19 +83,26 @@ class Debugging:
     that line when the message has no blank line (headers only, or no headers
     at all); here it then comes after the last line instead, so the peer is
     always shown.
+
+    With ``envelope=True`` (what the command line builds: someone watching the
+    server's output wants to see who the mail is from and to, which the headers
+    need not say) ``X-MailFrom`` and ``X-RcptTo`` lines follow ``X-Peer``, the
+    names :class:`Message` handlers use.  The default keeps aiosmtpd's layout
+    line for line.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, envelope: bool = False) -> None:
         self.stream: TextIO = sys.stdout if stream is None else stream
+        self.envelope = envelope
 
     @classmethod
     def from_cli(cls, parser: ArgumentParser, *args: str) -> Debugging:
         if args not in ((), ("stdout",), ("stderr",)):
             parser.error("Debugging usage: [stdout|stderr]")
-        return cls(sys.stderr if args == ("stderr",) else sys.stdout)
+        return cls(sys.stderr if args == ("stderr",) else sys.stdout, envelope=True)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.stream.write(_debugging_text(session.peer, envelope))
+        self.stream.write(_debugging_text(session.peer, envelope, with_envelope=self.envelope))
         # One write and a flush per message: the text shows up at once even when
         # stdout is a pipe, and concurrent messages never interleave.
         flush = getattr(self.stream, "flush", None)
@@ -100,10 +111,15 @@ class Debugging:
         return "250 OK"
 
 
-def _debugging_text(peer: PeerType, envelope: Envelope) -> str:
+def _debugging_text(peer: PeerType, envelope: Envelope, *, with_envelope: bool = False) -> str:
     lines = [MESSAGE_FOLLOWS]
+    # aiosmtpd's lines: each list when not empty, then one blank line.
     if envelope.mail_options:
-        lines += [f"mail options: {envelope.mail_options}", ""]
+        lines.append(f"mail options: {envelope.mail_options}")
+    if envelope.rcpt_options:
+        lines.append(f"rcpt options: {envelope.rcpt_options}")
+    if envelope.mail_options or envelope.rcpt_options:
+        lines.append("")
     content = envelope.content
     if isinstance(content, (bytes, bytearray)):
         # Split first, then decode each line: a UTF-8 NEL (C2 85) in bytes content
@@ -119,6 +135,9 @@ def _debugging_text(peer: PeerType, envelope: Envelope) -> str:
         end_of_headers = len(body)
     lines += body[:end_of_headers]
     lines.append(f"X-Peer: {peer!r}")
+    if with_envelope:
+        lines.append(f"X-MailFrom: {envelope.mail_from or ''}")
+        lines.append(f"X-RcptTo: {', '.join(envelope.rcpt_tos)}")
     lines += body[end_of_headers:]
     lines.append(END_MESSAGE)
     return "\n".join(lines) + "\n"
@@ -227,6 +246,7 @@ class Mailbox(Message):
     ) -> None:
         self.mail_dir = mail_dir
         self.mailbox = mailbox.Maildir(mail_dir)
+        prepare_maildir(mail_dir)
         super().__init__(message_class)
 
     def handle_message(self, message: email.message.Message) -> None:
@@ -243,6 +263,36 @@ class Mailbox(Message):
         if len(args) > 1:
             parser.error("Too many arguments for Mailbox handler")
         return cls(args[0])
+
+
+#: The Maildir's own folders: deliveries are written to tmp and renamed into new.
+MAILDIR_FOLDERS: Final = ("tmp", "new", "cur")
+
+
+def prepare_maildir(mail_dir: str | os.PathLike[str]) -> None:
+    """Make a Maildir of an existing directory (an empty volume mounted for the
+    mail, say) and refuse at once what cannot hold one.
+
+    :class:`mailbox.Maildir` creates the folders only along with the directory
+    itself, and checks nothing: without this, a directory that exists but is
+    empty, a path that is a file, or a directory the server cannot write would
+    only fail at the first delivery, as an error for the sending client.  The
+    errors are :class:`OSError` with the path, which the command line reports
+    in one line.
+    """
+    top = os.fspath(mail_dir)
+    if not os.path.isdir(top):
+        raise NotADirectoryError(errno.ENOTDIR, "the Maildir is not a directory", top)
+    for name in MAILDIR_FOLDERS:
+        folder = os.path.join(top, name)
+        if not os.path.lexists(folder):
+            os.mkdir(folder, 0o700)
+        elif not os.path.isdir(folder):
+            raise NotADirectoryError(errno.ENOTDIR, "a Maildir folder is not a directory", folder)
+    for name in ("tmp", "new"):  # where a delivery writes (cur is the readers')
+        folder = os.path.join(top, name)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "the Maildir is not writable", folder)
 
 
 class Queue(Message):
@@ -295,6 +345,17 @@ class Proxy:
     def __init__(self, remote_hostname: str, remote_port: int) -> None:
         self._hostname = remote_hostname
         self._port = remote_port
+
+    @classmethod
+    def from_cli(cls, parser: ArgumentParser, *args: str) -> Proxy:
+        """``-c smtpwire.server.handlers.Proxy HOST PORT`` (aiosmtpd's CLI could
+        not build a Proxy at all: it has no ``from_cli``)."""
+        if len(args) != 2:
+            parser.error("Proxy usage: HOST PORT (the SMTP server to relay to)")
+        host, port = args
+        if not _PORT.fullmatch(port) or not 0 < int(port) <= 65535:
+            parser.error(f"Proxy: invalid port number: {port}")
+        return cls(host, int(port))
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = _with_peer_header(normalize_line_endings(_raw_content(envelope)), session.peer)

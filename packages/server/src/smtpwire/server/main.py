@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
 
+from ._cli_env import apply_environment, current_directory_on_path
+from ._cli_logging import configure_logging
 from ._cli_options import (
     build_handler,
     build_parser,
@@ -78,6 +79,7 @@ def parseargs(
     known to be right, ``handler``: the handler itself, as aiosmtpd's does.
     """
     parser = build_parser()
+    apply_environment(parser)  # SMTPWIRE_* variables: the options' defaults
     options = parser.parse_args(args)
     if options.size < 0:
         parser.error(f"Invalid size: {options.size}")
@@ -99,28 +101,21 @@ def parseargs(
     options.worker_spec = (
         None if options.worker_spec is None else WorkerSpec.loads(parser, options.worker_spec)
     )
+    current_directory_on_path()  # -c finds ./module.py from a console script too
     options.handler_class = import_handler_class(parser, options.classpath)
     options.loop_name, options.loop_factory = event_loop(parser, options.loop)
     options.handler = build_handler(parser, options)
     return parser, options
 
 
-def _configure_logging(debug: int) -> None:
-    logging.basicConfig(
-        format="%(asctime)s %(name)s %(levelname)s %(message)s", level=logging.WARNING
-    )
-    if debug:
-        level = logging.INFO if debug == 1 else logging.DEBUG
-        logging.getLogger("mail.log").setLevel(level)
-        logging.getLogger("mail.debug").setLevel(level)
-    if debug >= 3:
-        logging.getLogger("asyncio").setLevel(logging.DEBUG)
+def _configure_logging(debug: int, log_format: str = "text") -> None:
+    configure_logging(debug, log_format)
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, or until the event loop is stopped."""
     parser, options = parseargs(args)
-    _configure_logging(options.debug)
+    _configure_logging(options.debug, options.log_format)
     # Ctrl-C before the signal handlers are set, or where they cannot be (Windows).
     with contextlib.suppress(KeyboardInterrupt):
         if options.workers > 1 and options.worker_spec is None:
@@ -162,7 +157,8 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 proxy_protocol_timeout=options.proxy_protocol,
                 hostname=hostname,
                 data_size_limit=options.size,
-                enable_SMTPUTF8=options.smtputf8,
+                # Part of the modern set; --classic keeps aiosmtpd's -u.
+                enable_SMTPUTF8=options.smtputf8 or options.modern,
                 tls_context=options.tls_context,
                 require_starttls=options.tls_context is not None and options.requiretls,
                 modern=options.modern,
@@ -173,7 +169,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
             line = startup_line(server, options, loop, user)
             serve(loop, server, line, None if channel is None else channel.announce)
         finally:
-            loop.run_until_complete(close(server, connections))
+            loop.run_until_complete(close(server, connections, options.shutdown_grace))
             if channel is not None:
                 channel.close()
     finally:

@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import ssl
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -38,6 +39,7 @@ from smtpwire.common.server_rules import (
 
 from ._auth import VALID_AUTHMECH, auth_mechanism, login_always_fail
 from ._content import Accumulated, MessageContent, Streamed
+from ._log_lines import log_handshake_failure, log_transaction, transaction_facts
 from ._observing import sanitize
 from ._protocol import (
     DATA_SIZE_DEFAULT,
@@ -89,6 +91,10 @@ log = logging.getLogger("mail.log")
 
 class SMTP(SessionProtocol):
     """One SMTP session over one connection (an :class:`asyncio.Protocol`)."""
+
+    # When the transaction's MAIL was read, for its log line; set only while
+    # mail.log's INFO is on (the instance's __dict__ is made only then).
+    _mail_at: float | None = None
 
     # -- greeting commands ----------------------------------------------------------------
 
@@ -264,7 +270,7 @@ class SMTP(SessionProtocol):
                 self.loop, transport, self, context, server_side=True, initial_data=early
             )
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as error:
-            log.info("%r TLS handshake failed: %s", self._describe_peer(), error)
+            log_handshake_failure(self._describe_peer(), error)
             self.connection_lost(error)
             if isinstance(error, ConnectionError):
                 return None  # a reset or an EOF: nothing to report
@@ -295,6 +301,8 @@ class SMTP(SessionProtocol):
         if status is MISSING:
             status = machine.accept_mail(request)
         log.info("%r sender: %s", self.session.peer, request.address)
+        if log.isEnabledFor(logging.INFO):
+            self._mail_at = time.monotonic()
         await self._reply(status)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -438,6 +446,7 @@ class SMTP(SessionProtocol):
         the transaction, even when the handler fails (RFC 5321 section 4.1.1.4)."""
         envelope: Envelope | None = self.envelope  # the observer's, if accepted
         recipients = len(self.envelope.rcpt_tos)
+        facts = self._transaction_facts()
         try:
             status = await handler_verdict()
         except (ConnectionResetError, asyncio.CancelledError):
@@ -450,13 +459,26 @@ class SMTP(SessionProtocol):
             envelope = None
         else:
             self._set_post_data_state()
-        await self._reply_to_message(MISSING if status is None else status, recipients, envelope)
+        status = MISSING if status is None else status
+        await self._reply_to_message(status, recipients, envelope)
+        if facts is not None:
+            log_transaction(facts, "250" if status is MISSING else status)
 
     async def _refuse_message(self, status: str) -> None:
         """End the transaction with a refusal of the message just received."""
         recipients = len(self.envelope.rcpt_tos)
+        facts = self._transaction_facts()
         self._set_post_data_state()
         await self._reply_to_message(status, recipients)
+        if facts is not None:
+            log_transaction(facts, status)
+
+    def _transaction_facts(self) -> dict[str, Any] | None:
+        """The transaction line's facts, while the envelope still holds them;
+        None when mail.log's INFO is off (then nothing is gathered)."""
+        if not log.isEnabledFor(logging.INFO):
+            return None
+        return transaction_facts(self.session, self.envelope, self._mail_at)
 
     async def _reply_to_message(
         self, status: Any, recipients: int, envelope: Envelope | None = None

@@ -1,0 +1,80 @@
+"""Stopping the command line's server gracefully (SIGTERM, SIGINT).
+
+1. Stop accepting: the listening socket is closed at once, so a load balancer or
+   a sending MTA's next attempt goes elsewhere.
+2. Drain: idle sessions are closed; a session busy with a command (a message
+   being received or delivered) finishes it and its reply is sent, then it is
+   closed; a new command gets ``421 4.3.2``.  (See ``_cli_serving.Drain``.)
+3. After the grace period (``--shutdown-grace``), the sessions left get
+   ``421 4.3.2 Service shutting down`` and are closed, and their handlers'
+   tasks are cancelled.
+
+A message is stored whole or refused, never half: a handler cut off at step 3
+is cancelled at an ``await``, and its client gets 421, a temporary failure, so
+the sender keeps the message and sends it again later.  (A handler that hands
+its work to a thread cannot be stopped there; what that thread finishes may
+then be stored although the client was told 421: a duplicate later, never a
+loss.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._cli_serving import Connections
+
+__all__ = ["CLOSE_TIMEOUT", "SHUTTING_DOWN", "shut_down"]
+
+log = logging.getLogger("mail.log")
+
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing"
+
+#: The bound on each wait after the grace period: for the cut-off sessions'
+#: connections to close, and for their tasks to end once cancelled.
+CLOSE_TIMEOUT = 5.0
+
+
+async def shut_down(server: asyncio.AbstractServer, connections: Connections, grace: float) -> None:
+    server.close()  # accept no more
+    drain = connections.drain
+    drain.begin()
+    try:
+        await asyncio.wait_for(drain.wait(), grace)
+    except asyncio.TimeoutError:
+        left = list(drain.live)
+        log.warning(
+            "%d session(s) still busy %g s after the shutdown began: answering 421, closing",
+            len(left),
+            grace,
+        )
+        for session in left:
+            # The reply first, then the cancel: once the handler's task is cancelled
+            # its session may close without a word.
+            session._say_and_close(SHUTTING_DOWN)
+        tasks = [session._handler_coroutine for session in left]
+        running = [task for task in tasks if task is not None and not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=CLOSE_TIMEOUT)
+    for transport in connections.transports():
+        transport.close()  # what is not a CliSMTP (a 421 for too many connections)
+    with suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
+    for transport in connections.transports():
+        # Looked up, not isinstance(asyncio.WriteTransport): uvloop's transports
+        # have the methods without deriving from asyncio's classes.
+        abort = getattr(transport, "abort", None)
+        if abort is not None and not transport.is_closing():
+            abort()
+    # On the caller's loop nothing else would end the sessions' tasks: end them here.
+    tasks = [session._handler_coroutine for session in list(connections.open)]
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running, timeout=CLOSE_TIMEOUT)

@@ -1,0 +1,141 @@
+"""The inbox's store without HTTP: the SQLite file (schema version, WAL, reopening),
+pruning, raw slices, search terms, and the store's events."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from smtpwire.server.inbox import MessageStore, StoreError
+from smtpwire.server.inbox._search import SearchError, compile_query
+
+
+def raw_message(number: int, *, to: str = "bob@example.com", body: str = "hello") -> bytes:
+    return (
+        f"From: Ann <ann@example.com>\r\nTo: {to}\r\nSubject: Message {number}\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+async def test_file_store_is_versioned_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite"
+    store = MessageStore(path)
+    try:
+        summary = await store.add(raw_message(1), ["bob@example.com"], {"Peer": None})
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reopened = MessageStore(path)
+    try:
+        messages, *_ = await reopened.listing(0, 10)
+        assert [m["ID"] for m in messages] == [summary["ID"]]
+    finally:
+        reopened.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        MessageStore(path)
+
+
+def test_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "text.sqlite"
+    path.write_bytes(b"this is not a database, just some text " * 100)
+    with pytest.raises(StoreError):
+        MessageStore(path)
+
+
+async def test_max_messages_prunes_the_oldest() -> None:
+    store = MessageStore(max_messages=3)
+    try:
+        listener = store.events.subscribe()
+        ids = [(await store.add(raw_message(n), ["bob@example.com"], {}))["ID"] for n in range(5)]
+        messages, matched, _, total, _ = await store.listing(0, 10)
+        assert [m["ID"] for m in messages] == ids[:1:-1]
+        assert matched == total == 3
+        seen = []
+        while len(seen) < 7:
+            event = await listener.next(5)
+            assert event is not None
+            seen.append((event.name, event.data["ID"] if event.name == "new" else event.data))
+        assert ("deleted", {"IDs": [ids[0]]}) in seen
+        assert ("deleted", {"IDs": [ids[1]]}) in seen
+        listener.close()
+    finally:
+        store.close()
+
+
+async def test_raw_is_read_in_slices() -> None:
+    store = MessageStore()
+    try:
+        raw = raw_message(1, body="x" * 1_000_000)
+        summary = await store.add(raw, ["bob@example.com"], {})
+        location = await store.raw_location(summary["ID"])
+        assert location is not None
+        seq, size = location
+        assert size == len(raw)
+        pieces = [await store.raw_slice(seq, offset, 300_000) for offset in range(0, size, 300_000)]
+        assert [len(piece) for piece in pieces[:-1]] == [300_000] * (len(pieces) - 1)
+        assert b"".join(pieces) == raw
+        assert await store.raw_location("unknown") is None
+    finally:
+        store.close()
+
+
+async def test_count_matches_whole_recipients() -> None:
+    store = MessageStore()
+    try:
+        await store.add(raw_message(1), ["ann@example.com"], {})
+        await store.add(raw_message(2), ["Joann@example.com", "bob@example.com"], {})
+        assert await store.count() == 2
+        assert await store.count("ANN@example.com") == 1
+        assert await store.count("joann@example.com") == 1
+        assert await store.count("nobody@example.com") == 0
+    finally:
+        store.close()
+
+
+async def test_closed_store_wakes_its_listeners() -> None:
+    store = MessageStore()
+    listener = store.events.subscribe()
+    await asyncio.to_thread(store.close)
+    event = await listener.next(5)
+    assert event is not None
+    assert event.name == "closed"
+    store.close()  # twice is harmless
+
+
+@pytest.mark.parametrize(
+    ("query", "condition", "parameters"),
+    [
+        ("from:ann", "instr(search_from, ?) > 0", ["ann"]),
+        ("To:Bob@Example.com", "instr(search_to, ?) > 0", ["bob@example.com"]),
+        ('subject:"two words"', "instr(search_subject, ?) > 0", ["two words"]),
+        ("-hello", "NOT (instr(search_all, ?) > 0)", ["hello"]),
+        ("is:unread has:attachment", "read = 0 AND attachments > 0", []),
+        ("tag:x", "instr(search_all, ?) > 0", ["tag:x"]),
+        ("'; DROP TABLE messages; --", "instr(search_all, ?) > 0", ["';"]),
+    ],
+)
+def test_search_terms(query: str, condition: str, parameters: list[str]) -> None:
+    where, values = compile_query(query)
+    assert where.startswith(condition)
+    assert values[: len(parameters)] == parameters
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_searches_are_refused(query: str) -> None:
+    with pytest.raises(SearchError):
+        compile_query(query)
+
+
+def test_max_messages_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_messages"):
+        MessageStore(max_messages=0)
