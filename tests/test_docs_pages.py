@@ -35,18 +35,14 @@ PAGES = (
     "docs/migrating-aiosmtplib.md",
     "README.md",
 )
-_BLOCK = re.compile(r"(<!-- fragment -->\n)?```python( fragment)?\n(.*?)```", re.DOTALL)
+# A block after "<!-- fragment -->" (or "<!-- fragment: why -->") is only compiled.
+_BLOCK = re.compile(r"(<!-- fragment(?:: [^>]*)? -->\n)?```python( fragment)?\n(.*?)```", re.DOTALL)
 _TEST = re.compile(r"^(?:async )?def test_", re.MULTILINE)
 _MADE_UP_SERVER = re.compile(r'hostname="smtp\.example\.org", port=\d+')
 WAIT = 60.0
 
 # (page, block number): why it cannot run as written.
-KNOWN_FRAGMENTS: dict[tuple[str, int], str] = {
-    ("docs/client.md", 0): "top-level await: not wrapped in asyncio.run",
-    ("docs/client.md", 1): "top-level async with: not wrapped in asyncio.run",
-    ("docs/client.md", 2): "top-level await on an smtp client defined elsewhere; big.eml",
-    ("docs/client.md", 3): "top-level async with: not wrapped in asyncio.run",
-}
+KNOWN_FRAGMENTS: dict[tuple[str, int], str] = {}
 
 
 def blocks() -> list[tuple[str, int, str, bool]]:

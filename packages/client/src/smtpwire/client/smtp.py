@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
+from smtpwire.common.replies import SMTPReply
+
 from ._base import (
     DEFAULT_TIMEOUT,
     SMTP_PORT,
@@ -501,3 +503,44 @@ class SMTP(ClientBase):
                 return await self.send_message(*args, **kwargs)
 
         return asyncio.run(run())
+
+    # -- for SMTPPool: messages pipelined one after another (RFC 2920 section 3.1) ---------
+    # smtpwire.client._pool_pipeline decides which messages travel together.
+
+    async def _pool_exchange(
+        self, lines: Sequence[bytes], parts: Sequence[int], timeout: DefaultNumType = _default
+    ) -> tuple[list[list[SMTPReply]], Exception | None]:
+        """Write ``lines`` at once and read their replies in ``parts`` (one message's
+        final reply, then the next one's MAIL, RCPTs and DATA): the parts read, and
+        the error that stopped the reading, after which the connection is closed.
+
+        Parts, because the first reply settles a message whatever becomes of the
+        rest: a 250 read before the connection broke is a delivered message.  A 421
+        ends the reading too: the server is closing, later parts will never come."""
+        protocol = self.protocol
+        if protocol is None or self._command_lock is None:
+            return [], SMTPServerDisconnected("Server not connected")
+        if not self.is_connected:
+            return [], protocol.not_connected()
+        wait = self._timeout(timeout)
+        done: list[list[SMTPReply]] = []
+        async with self._command_lock:
+            try:
+                protocol.expect(sum(parts))
+                protocol.write(b"".join(lines))
+                for count in parts:
+                    # Left as they are: most are 250s nobody reads the text of.
+                    done.append(self._after_replies(await self._read(protocol, count, wait)))
+                    if self.protocol is not protocol and len(done) < len(parts):
+                        # _after_replies closed the connection: the server said 421.
+                        reply = next(r for r in done[-1] if r.code == 421)
+                        text = SMTPResponse.from_reply(reply).message
+                        return done, SMTPServerDisconnected(f"Server closing: 421 {text}")
+            except asyncio.CancelledError:
+                self._abort()  # replies still on their way would answer later commands
+                raise
+            except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException) as error:
+                if self.protocol is protocol:
+                    self._abort()  # the write failed: the stream is out of step
+                return done, error
+        return done, None
