@@ -26,7 +26,7 @@ from typing import Any
 
 from smtpwire.common.replies import SMTPReply
 
-from ._base import Transaction, raise_if_all_refused
+from ._base import Transaction
 from ._payload import Payload
 from .email import prepare_message
 from .errors import (
@@ -35,7 +35,6 @@ from .errors import (
     SMTPNotSupported,
     SMTPRecipientsRefused,
     SMTPResponseException,
-    SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
@@ -182,30 +181,8 @@ async def judge_envelope(
     ):
         return {}  # the common case, without converting replies nobody reads
     replies = [SMTPResponse.from_reply(reply) for reply in raw]
-    mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
-    refused = {
-        recipient: reply
-        for recipient, reply in zip(transaction.recipients, rcpt_replies, strict=True)
-        if reply.code not in _TAKEN
-    }
     try:
-        if data_reply.code == 354 and client.is_connected and mail_reply.code != 250:
-            # DATA taken although MAIL was refused: the server holds a transaction
-            # that is not this one, and any end of data would deliver it.
-            client._abort()
-        elif (
-            data_reply.code == 354
-            and client.is_connected
-            and all(reply.code not in _TAKEN for reply in rcpt_replies)
-        ):
-            # Every recipient refused and DATA taken anyway (RFC 2920 3.1): end it
-            # with an empty message, alone, which the server refuses.
-            await client._command(b".\r\n", client.timeout)
-        if mail_reply.code != 250:
-            raise SMTPSenderRefused(mail_reply.code, mail_reply.message, transaction.sender)
-        raise_if_all_refused(refused, transaction.recipients)
-        if data_reply.code != 354:
-            raise SMTPDataError(data_reply.code, data_reply.message)
+        return await client._judge_envelope(transaction, replies, client.timeout)
     except (SMTPResponseException, SMTPRecipientsRefused):
         if client.is_connected:
             with contextlib.suppress(
@@ -213,7 +190,6 @@ async def judge_envelope(
             ):
                 await client.rset()
         raise
-    return refused
 
 
 @dataclass

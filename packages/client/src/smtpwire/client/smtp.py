@@ -430,6 +430,16 @@ class SMTP(ClientBase):
     ) -> tuple[dict[str, SMTPResponse], str]:
         lines = [transaction.mail_line, *transaction.rcpt_lines, b"DATA\r\n"]
         replies = [SMTPResponse.from_reply(reply) for reply in await self._exchange(lines, timeout)]
+        refused = await self._judge_envelope(transaction, replies, timeout)
+        return await self._deliver_payload(transaction, refused, timeout)
+
+    async def _judge_envelope(
+        self, transaction: Transaction, replies: list[SMTPResponse], timeout: DefaultNumType
+    ) -> dict[str, SMTPResponse]:
+        """The replies to a pipelined MAIL, its RCPTs and DATA: the refused recipients
+        when DATA got 354 and the content is to follow; otherwise the error sendmail
+        raises (after ending a DATA the server took anyway).  Shared by sendmail and
+        the pool's pipelining across messages."""
         sender, recipients = transaction.sender, transaction.recipients
         mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         if data_reply.code == 354 and self.is_connected and mail_reply.code != 250:
@@ -455,7 +465,7 @@ class SMTP(ClientBase):
         raise_if_all_refused(refused, recipients)
         if data_reply.code != 354:
             raise SMTPDataError(data_reply.code, data_reply.message)
-        return await self._deliver_payload(transaction, refused, timeout)
+        return refused
 
     async def send_message(
         self,
