@@ -37,6 +37,7 @@ from smtpwire.common.sasl import (
 
 from ._discovery import SharedTables, method_names
 from ._syntax import syntax
+from .auth_limits import AUTH_THROTTLED, AuthFailureLimiter, client_address
 from .session import (
     MISSING,
     AuthCallbackType,
@@ -169,6 +170,7 @@ class AuthMixin:
     _auth_callback: AuthCallbackType
     _cram_md5_secret: CramMD5Secret | None
     _auth_methods: Mapping[str, AuthMethod]
+    _auth_failure_limiter: AuthFailureLimiter | None
 
     # -- what the session engine provides -----------------------------------------------
 
@@ -205,8 +207,10 @@ class AuthMixin:
         auth_callback: AuthCallbackType | None,
         authenticator: AuthenticatorType | None,
         cram_md5_secret: CramMD5Secret | None,
+        auth_failure_limiter: AuthFailureLimiter | None = None,
     ) -> None:
         """Called by the constructor, whose arguments these are."""
+        self._auth_failure_limiter = auth_failure_limiter
         self._auth_required = auth_required
         self._auth_require_tls = auth_require_tls
         if auth_required and not auth_require_tls:
@@ -265,6 +269,10 @@ class AuthMixin:
         auth_method = self._auth_methods.get(args[0])
         if auth_method is None:
             await self._reply("504 5.5.4 Unrecognized authentication type")
+            return
+        if self._auth_throttled():
+            log.warning("%r AUTH throttled: too many failures", self._describe_peer())
+            await self._reply(AUTH_THROTTLED)
             return
         status = await self._call_handler_hook("AUTH", args)
         if status is MISSING:
@@ -355,11 +363,26 @@ class AuthMixin:
                 result = await result
             if not isinstance(result, AuthResult):
                 raise TypeError(f"authenticator returned {result!r}, not an AuthResult")
+            if not result.success:
+                self._auth_failed()
             return result
         login, password = auth_data
         if self._auth_callback(mechanism, login, password):
             return AuthResult(success=True, handled=True, auth_data=auth_data)
+        self._auth_failed()
         return AuthResult(success=False, handled=False)
+
+    def _auth_throttled(self) -> bool:
+        limiter = self._auth_failure_limiter
+        address = client_address(self.session.peer)
+        return limiter is not None and address is not None and limiter.throttled(address)
+
+    def _auth_failed(self) -> None:
+        """Credentials were checked and refused: count it for the client's address."""
+        limiter = self._auth_failure_limiter
+        address = client_address(self.session.peer)
+        if limiter is not None and address is not None:
+            limiter.record_failure(address)
 
     # -- the built-in mechanisms ----------------------------------------------------------
 
@@ -403,5 +426,6 @@ class AuthMixin:
         if inspect.isawaitable(secret):
             secret = await secret
         if secret is None or not cram_md5_verify(digest, challenge, secret):
+            self._auth_failed()
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=username)

@@ -31,6 +31,7 @@ from ._discovery import command_table, handler_hooks
 from ._log_lines import command_text
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from ._observing import ObserverMixin
+from .auth_limits import AuthFailureLimiter
 from .observe import Observer
 from .proxy_protocol import HeaderCollector, parse_header
 from .session import (
@@ -69,7 +70,8 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
     # With AuthMixin's and ObserverMixin's state (only one base can lay out slots;
     # the mixins have none, which gives instances a __dict__, made only if used).
     __slots__ = (
-        "__ident__", "_auth_callback", "_auth_methods", "_auth_require_tls",
+        "__ident__", "_auth_callback", "_auth_failure_limiter", "_auth_methods",
+        "_auth_require_tls",
         "_auth_required", "_authenticator", "_bdat_content", "_cram_md5_secret",
         "_decode_data", "_greeting_delay", "_hooks", "_implicit_tls", "_proxy_timeout",
         "_runnerless_verbs", "_smtp_methods", "_state_machine", "command_size_limits",
@@ -119,6 +121,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         min_data_rate: float | None = None,
         error_limit: int | None = None,
         observer: Observer | None = None,
+        auth_failure_limiter: AuthFailureLimiter | None = None,
     ) -> None:
         self.__ident__ = ident or __ident__
         self.made_at = time.monotonic()  # for counting connections not yet made
@@ -165,6 +168,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
             auth_callback=auth_callback,
             authenticator=authenticator,
             cram_md5_secret=cram_md5_secret,
+            auth_failure_limiter=auth_failure_limiter,
         )
         if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:
             raise ValueError("proxy_protocol_timeout must be > 0")

@@ -49,6 +49,7 @@ from ._serving import (
     stacklevel_outside,
     wait_closed,
 )
+from .auth_limits import AuthFailureLimiter
 from .smtp import SMTP
 
 __all__ = [
@@ -128,6 +129,9 @@ class BaseController(ABC):
         # Unlike the SMTP class (which keeps aiosmtpd's historical False), the
         # controllers have always enabled SMTPUTF8; migrated suites rely on it.
         self.SMTP_kwargs.setdefault("enable_SMTPUTF8", True)
+        if self.SMTP_kwargs.get("modern"):
+            # Password guessing across sessions: one limiter for all of them.
+            self.SMTP_kwargs.setdefault("auth_failure_limiter", AuthFailureLimiter())
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     @property

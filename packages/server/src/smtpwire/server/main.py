@@ -62,6 +62,7 @@ from ._cli_serving import (
 from ._modern import RCPT_LIMIT_FLOOR
 from ._workers import supervise
 from ._workers_child import SupervisorChannel, WorkerSpec, bind_worker
+from .auth_limits import AuthFailureLimiter
 
 __all__ = ["main", "parseargs"]
 
@@ -165,6 +166,8 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 bare_lf=options.bare_lf,
                 rcpt_limit=options.rcpt_limit,
                 error_limit=options.error_limit,
+                # Password guessing across sessions (per worker process).
+                auth_failure_limiter=AuthFailureLimiter() if options.modern else None,
             )
             line = startup_line(server, options, loop, user)
             serve(loop, server, line, None if channel is None else channel.announce)
