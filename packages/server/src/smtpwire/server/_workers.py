@@ -53,8 +53,14 @@ HEALTHY_AFTER = 10.0
 #: More unexpected exits than this within the window is a crash loop: give up.
 CRASH_LIMIT = 5
 CRASH_WINDOW = 60.0
-#: How long the workers get to drain and exit after SIGTERM before being killed.
-STOP_TIMEOUT = 2 * SHUTDOWN_GRACE + 5.0
+
+
+def stop_timeout(grace: float) -> float:
+    """How long the workers get to drain and exit after SIGTERM before being killed:
+    past their own ``--shutdown-grace``, with room for the last replies."""
+    return 2 * grace + 5.0
+
+
 #: The environment variable that forces inherited sockets (the non-Linux way) on
 #: Linux too, so that the tests cover that path.
 SOCKETS_ENV = "SMTPWIRE_WORKER_SOCKETS"
@@ -159,6 +165,7 @@ class Supervisor:
     stopping_since: float | None = None
     status: int = 0
     announced: bool = False
+    stop_after: float = stop_timeout(SHUTDOWN_GRACE)
 
     def __post_init__(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -194,8 +201,8 @@ class Supervisor:
             return False
         if all(worker.process is None for worker in self.workers):
             return True
-        if time.monotonic() - self.stopping_since > STOP_TIMEOUT:
-            self._say(f"workers still running {STOP_TIMEOUT:g} s after SIGTERM; killing them")
+        if time.monotonic() - self.stopping_since > self.stop_after:
+            self._say(f"workers still running {self.stop_after:g} s after SIGTERM; killing them")
             self.status = 1
             return True
         return False
@@ -204,7 +211,7 @@ class Supervisor:
         now = time.monotonic()
         due = [w.restart_at for w in self.workers if w.restart_at is not None]
         if self.stopping_since is not None:
-            due.append(self.stopping_since + STOP_TIMEOUT)
+            due.append(self.stopping_since + self.stop_after)
         # The wake-up pipe reports signals and SIGCHLD; the bound only guards
         # against a lost wake-up, it is not how anything is awaited.
         timeout = min([5.0, *(max(at - now, 0.0) for at in due)])
@@ -386,4 +393,7 @@ def supervise(
     except OSError as error:
         where = describe_address((options.host, options.port))
         parser.exit(1, f"{parser.prog}: error: cannot listen on {where}: {error}\n")
-    return Supervisor(parser, argv, options.workers, listeners).run()
+    grace = getattr(options, "shutdown_grace", SHUTDOWN_GRACE)
+    supervisor = Supervisor(parser, argv, options.workers, listeners)
+    supervisor.stop_after = stop_timeout(grace)
+    return supervisor.run()
