@@ -150,6 +150,11 @@ class Inbound:
         """Forget unprocessed input (after STARTTLS, plaintext must never be executed)."""
         self._lines.clear()
 
+    def take_buffered(self) -> bytes:
+        """The unprocessed input as received, taken out (what followed a PROXY
+        header sent before a TLS handshake: the handshake's first bytes)."""
+        return self._lines.take_buffered()
+
 
 class ChunkLineEndings:
     """The ``bare_lf`` policy over a BDAT message whose chunks may split a CRLF:

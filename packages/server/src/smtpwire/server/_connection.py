@@ -268,6 +268,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._before_tls is not None:
             self._before_tls.append(data)  # the TLS handshake's, kept whole
+            self._wake_reader()  # a session waiting to see what comes first
             return
         self._received_any = True
         inbound = self._inbound

@@ -52,6 +52,7 @@ DATA_SIZE_DEFAULT: Final = 2**25
 log = logging.getLogger("mail.log")
 
 ERROR_LIMIT_MODERN: Final = 20
+_TLS_HANDSHAKE_RECORD: Final = b"\x16"
 
 #: Modern mode's reply to a command whose handler failed: temporary (RFC 3463
 #: 4.3.0, "other or undefined mail system status"), with nothing of the error.
@@ -355,11 +356,22 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
         after_tls = bool(self._implicit_tls and at_connect and at_connect.drop is None)
         if at_connect and not after_tls and not await self._intervene(at_connect, "CONNECT"):
             return False
-        if self._implicit_tls is not None and not await self._implicit_handshake():
-            return False
+        proxy_pending = self._proxy_timeout is not None
+        if self._implicit_tls is not None:
+            in_clear = await self._proxy_header_before_tls() if proxy_pending else False
+            if in_clear is None:
+                log.warning("%r timeout waiting for PROXY handshake", self.session.peer)
+                return False
+            if in_clear:
+                if not await self._accept_proxy_header():
+                    return False
+                self._before_handshake()
+                proxy_pending = False
+            if not await self._implicit_handshake():
+                return False
         if at_connect and after_tls and not await self._intervene(at_connect, "CONNECT"):
             return False
-        if self._proxy_timeout is not None and not await self._accept_proxy_header():
+        if proxy_pending and not await self._accept_proxy_header():
             return False
         if self._greeting_delay is not None and await self._talked_first(self._greeting_delay):
             log.warning("%r sent data before the greeting", self.session.peer)
@@ -433,6 +445,41 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin):
 
     async def _implicit_handshake(self) -> bool:
         raise NotImplementedError
+
+    async def _proxy_header_before_tls(self) -> bool | None:
+        """With implicit TLS behind a proxy: whether the PROXY header comes in clear
+        before the TLS handshake (HAProxy's order, TLS passed through), rather than
+        inside TLS (aiosmtpd's).  The first octet tells: a TLS record starts with
+        0x16, a PROXY header with "P" (v1) or CR (v2).  If it does, the bytes read so
+        far become the input the header is read from.  None: nothing came in time."""
+        assert self._proxy_timeout is not None  # noqa: S101 - the caller checked
+        transport = self.transport
+        if transport is None or self._before_tls is None:
+            return False
+        transport.resume_reading()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._first_input_before_tls(), self._proxy_timeout)
+        early = b"".join(self._before_tls)
+        if not early:
+            return None
+        if early[:1] == _TLS_HANDSHAKE_RECORD:
+            transport.pause_reading()
+            return False
+        self._before_tls = None
+        self._inbound.feed(early)
+        return True
+
+    async def _first_input_before_tls(self) -> None:
+        while self._before_tls is not None and not self._before_tls and not self._closing:
+            await self._wait_for_input()
+
+    def _before_handshake(self) -> None:
+        """After a PROXY header read in clear: what followed it is the start of the
+        TLS handshake; nothing more is read until the handshake takes over."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._before_tls = [self._inbound.take_buffered()]
+        self._received_any = False  # handshake octets are not the client talking
 
     async def _accept_proxy_header(self) -> bool:
         """Before the greeting: a PROXY header within the timeout, valid, and

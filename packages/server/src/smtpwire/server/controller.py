@@ -154,9 +154,10 @@ class BaseController(ABC):
     def _tls_in_session(self) -> bool:
         """Implicit TLS done by each session (its own TLS layer, before the greeting)
         rather than by the listener, so that a failed handshake still ends its
-        session (and frees its place under ``max_connections``).  Behind a PROXY
-        header the listener does it, as in aiosmtpd."""
-        return self.ssl_context is not None and not self.SMTP_kwargs.get("proxy_protocol_timeout")
+        session (and frees its place under ``max_connections``), and so that behind
+        a proxy the PROXY header may come before the handshake (HAProxy passing TLS
+        through) as well as inside TLS (aiosmtpd's order)."""
+        return self.ssl_context is not None
 
     @property
     def _listener_ssl(self) -> ssl.SSLContext | None:
