@@ -25,6 +25,9 @@ _TEST = re.compile(r"^(?:async )?def test_", re.MULTILINE)
 RUNNERS = {"@pytest.mark.asyncio": ("pytest_asyncio",), "@pytest.mark.anyio": ("anyio", "trio")}
 # pytest-asyncio 0.24 and later warn (an error here, with -W error) while it is unset.
 ASYNCIO_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+# The examples that need no async runner run without pytest-asyncio, where installed:
+# their ini (the guide's own) does not set its loop scope.
+NO_ASYNC_RUNNER = ("-p", "no:asyncio")
 
 
 def runner_of(code: str) -> str | None:
@@ -56,7 +59,9 @@ def test_every_example_passes(pytester: pytest.Pytester, document: str) -> None:
     files = example_files(ROOT / document)
     assert files, f"{document} has no pytest example"
     pytester.makepyfile(**files)
-    result = pytester.runpytest_subprocess(*plugin_arguments(), *QUIET, "-W", "error")
+    result = pytester.runpytest_subprocess(
+        *plugin_arguments(), *QUIET, *NO_ASYNC_RUNNER, "-W", "error"
+    )
     result.assert_outcomes(passed=count_tests(files))
 
 
@@ -105,7 +110,9 @@ def test_the_settings_shown_in_the_guide_are_honoured(pytester: pytest.Pytester)
     for _ in range(5):
         port = free_port()
         pytester.makeini(block.replace("2526", str(port)))
-        result = pytester.runpytest_subprocess(*plugin_arguments(), *QUIET, "-W", "error")
+        result = pytester.runpytest_subprocess(
+            *plugin_arguments(), *QUIET, *NO_ASYNC_RUNNER, "-W", "error"
+        )
         if "already in use" not in result.stdout.str():
             break
     result.assert_outcomes(passed=1)
@@ -119,7 +126,7 @@ def test_the_scope_option_shown_in_the_guide_is_honoured(pytester: pytest.Pytest
         "def test_port(smtp_server):\n    open('ports', 'a').write(f'{smtp_server.port}\\n')\n"
     )
     pytester.makepyfile(test_first=writes_its_port, test_second=writes_its_port)
-    result = pytester.runpytest_subprocess(*plugin_arguments(), *QUIET)
+    result = pytester.runpytest_subprocess(*plugin_arguments(), *QUIET, *NO_ASYNC_RUNNER)
     result.assert_outcomes(passed=2)
     first, second = (pytester.path / "ports").read_text().split()
     assert first != second  # module scope: one server per test module
