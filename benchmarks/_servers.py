@@ -14,6 +14,7 @@ a measurement fails.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -177,6 +178,8 @@ def start_python_server(
 ) -> ServerProcess:
     """smtpwire.server or aiosmtpd served by ``_receiver.py`` (see there), on
     asyncio's event loop or (``loop="uvloop"``) uvloop's."""
+    if implementation == "aiosmtpd":
+        require_anchor("aiosmtpd", "aiosmtpd==1.4.6")
     command = [
         sys.executable, str(RECEIVER), "--implementation", implementation, "--handler", handler,
         "--loop", loop,
@@ -186,6 +189,16 @@ def start_python_server(
     variant = [part for part in (handler, loop) if part not in {"sink", "asyncio"}]
     name = f"{implementation} ({', '.join(variant)})" if variant else implementation
     return ServerProcess(name, command)
+
+
+def require_anchor(module: str, requirement: str) -> None:
+    """Stop with one clear line when an anchor the benchmark compares with is missing
+    (``nox -s bench`` installs them all)."""
+    if importlib.util.find_spec(module) is None:
+        raise SystemExit(
+            f"{module} is not installed: pip install '{requirement}' "
+            "(or run the benchmarks with: python3 -m nox -s bench)"
+        )
 
 
 def uvloop_installed() -> bool:

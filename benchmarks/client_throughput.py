@@ -35,10 +35,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
-
 from smtpwire.client import SMTP
 from smtpwire.client.pool import SMTPPool
+
+try:
+    import aiosmtplib
+except ImportError:  # the anchor: one clear line rather than a traceback
+    raise SystemExit(
+        "aiosmtplib is not installed: pip install aiosmtplib "
+        "(or run the benchmarks with: python3 -m nox -s bench)"
+    ) from None
 
 SENDER = "bench@example.org"
 RECIPIENT = "sink@example.org"
