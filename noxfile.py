@@ -165,14 +165,14 @@ def packaging(session: nox.Session) -> None:
 
 @nox.session(python=ONE_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks S5 (wire core), S2 (client), S1 (server throughput), S3 (one big
-    message), S4 (idle connections), each beside its anchors: aiosmtplib and
-    aiosmtpd are benchmark-only dependencies, Postfix's smtp-sink and smtp-source
-    (Debian package postfix) are used where installed.  uvloop (the server's
-    extra) is installed too: S1 measures both Python servers on asyncio's loop
-    and on uvloop's.  Results also go to benchmarks/results/.  ``nox -s bench --
-    --quick`` runs a short version of every scenario; other arguments go to
-    wire_core.py."""
+    """Benchmarks S5 (wire core), S2 (client), S1 (server throughput, and with
+    ``--workers 2``), S3 (one big message), S4 (idle connections), each beside
+    its anchors: aiosmtplib and aiosmtpd are benchmark-only dependencies,
+    Postfix's smtp-sink and smtp-source (Debian package postfix) are used where
+    installed.  uvloop (the server's extra) is installed too: S1 measures both
+    Python servers on asyncio's loop and on uvloop's.  Results also go to
+    benchmarks/results/.  ``nox -s bench -- --quick`` runs a short version of
+    every scenario; other arguments go to wire_core.py."""
     with_uvloop = ["uvloop"] if sys.platform != "win32" else []
     session.install(*PACKAGES, *with_uvloop, "aiosmtplib", "aiosmtpd==1.4.6")
     quick = "--quick" in session.posargs
@@ -201,6 +201,11 @@ def bench(session: nox.Session) -> None:
         session.run(
             "python", "benchmarks/server_throughput.py", "--servers", servers, *shortened,
             "--json", f"{RESULTS}/server_throughput.json",
+        )  # fmt: skip
+        # S1 with --workers 2 against one worker (and aiosmtpd) on this machine.
+        session.run(
+            "python", "benchmarks/server_workers.py",
+            *(["--messages", "1000", "--repeat", "2"] if quick else []),
         )  # fmt: skip
     else:
         session.log("S1 skipped: smtp-source missing (Debian package postfix)")
@@ -255,3 +260,72 @@ def soak(session: nox.Session) -> None:
     with_uvloop = ["uvloop"] if sys.platform != "win32" else []
     session.install(*PACKAGES, *with_uvloop, "trustme")
     session.run("python", "benchmarks/soak.py", *(session.posargs or ["--quick"]))
+
+
+# Mutation testing (docs/mutation.md): the modules mutated by default, under
+# packages/*/src/smtpwire/, and the tests run against each mutant of a package.
+MUTATE_DEFAULT = (
+    "common/commands.py", "common/replies.py", "common/data.py",
+    "common/server_rules.py", "common/server_session.py",
+)  # fmt: skip
+MUTATE_TESTS = {"common": ("tests/common",), "client": ("tests/common", "tests/client")}
+
+
+@nox.session(python=ONE_PYTHON)
+def mutate(session: nox.Session) -> None:
+    """Mutation testing with mutmut 3 (slow: not in the default sessions, not in CI).
+
+    mutmut wants the code under ``src/`` and edits a copy of it, so the session
+    builds a scratch tree in the session's temp dir (``src/smtpwire`` from the three
+    packages, ``tests/``, the root pyproject.toml with a ``[tool.mutmut]`` table
+    appended) and runs there: the checkout is never touched.  Arguments ending in
+    ``.py`` choose the modules to mutate (e.g. ``common/server_rules.py`` or
+    ``client/protocol.py``; default: smtpwire.common's parsers and session); the
+    others go to ``mutmut run`` (e.g. ``--max-children 2``).  Each mutant runs
+    tests/common (and tests/client for a client module), only the tests that reach
+    the mutated function.  The survivors are listed at the end; ``mutmut show NAME``
+    in the scratch tree shows one."""
+    import json  # noqa: PLC0415 - only this session needs it
+
+    # The suite's own test dependencies: its pytest configuration names their options.
+    session.install("mutmut>=3.3,<4", *TEST_DEPENDENCIES)
+    targets = [argument for argument in session.posargs if argument.endswith(".py")]
+    passed_on = [argument for argument in session.posargs if not argument.endswith(".py")]
+    targets = targets or list(MUTATE_DEFAULT)
+    work = Path(session.create_tmp()).resolve() / "mutate"
+    shutil.rmtree(work, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("common", "client", "server"):
+        source = ROOT / "packages" / package / "src" / "smtpwire"
+        shutil.copytree(source, work / "src" / "smtpwire", dirs_exist_ok=True, ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    shutil.copytree(ROOT / "docs", work / "docs")  # some tests check the guides' examples
+    for target in targets:
+        if not (work / "src" / "smtpwire" / target).is_file():
+            session.error(f"{target}: no such module under packages/*/src/smtpwire/")
+    tests = dict.fromkeys(
+        path for target in targets for path in MUTATE_TESTS[target.split("/", 1)[0]]
+    )
+    settings = {
+        "source_paths": ["src"],
+        "only_mutate": [f"src/smtpwire/{target}" for target in targets],
+        # No xdist inside mutmut's forked workers; the packaging probe runs a fresh
+        # interpreter, which cannot see mutmut's copy of the code.
+        "pytest_add_cli_args": [
+            "-p", "no:benchmark", "-p", "no:cacheprovider", "-p", "no:xdist",
+            "--ignore=tests/common/test_package.py",
+        ],
+        "pytest_add_cli_args_test_selection": list(tests),
+        "also_copy": ["docs"],
+    }  # fmt: skip
+    table = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (work / "pyproject.toml").write_text(f"{pyproject}\n[tool.mutmut]\n{table}", encoding="utf-8")
+    session.chdir(work)
+    # Tests that start a fresh interpreter (the command lines) import mutmut's copy too.
+    session.run("mutmut", "run", *passed_on, env={"PYTHONPATH": str(work / "mutants" / "src")})
+    session.run("mutmut", "export-cicd-stats")
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text(encoding="utf-8"))
+    killed, total = stats["killed"], stats["total"]
+    session.log(f"mutation score: {killed}/{total} killed ({100 * killed / max(total, 1):.1f} %)")
+    session.run("mutmut", "results")
