@@ -15,7 +15,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from . import _api, _api_own
+from . import _api, _api_faults, _api_own
 from ._store import MessageStore
 
 __all__ = ["WebInbox", "is_loopback"]
@@ -121,6 +121,7 @@ def build_app(store: MessageStore, auth: tuple[str, str] | None = None) -> web.A
     app.router.add_get("/static/{name}", static)
     _api.add_routes(app)
     _api_own.add_routes(app)
+    _api_faults.add_routes(app)  # answers 404 unless app[_api_faults.FAULTS] is set
     return app
 
 

@@ -10,7 +10,7 @@ package is installed) gives these as fixtures; the classes work without pytest t
 """
 
 from ._certs import CertificatesUnavailable, TestCertificates, make_certificates
-from ._faults import Drop, Fault, FaultRules
+from ._faults import Drop, Fault, FaultRuleError, FaultRules
 from ._inbox import Inbox, InboxTimeout, ReceivedMessage
 from ._server import (
     DEFAULT_PASSWORD,
@@ -20,6 +20,7 @@ from ._server import (
     TestingObserver,
     TestingSMTP,
     TLSMode,
+    WebInboxUnavailable,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "CertificatesUnavailable",
     "Drop",
     "Fault",
+    "FaultRuleError",
     "FaultRules",
     "Inbox",
     "InboxTimeout",
@@ -38,5 +40,6 @@ __all__ = [
     "TestCertificates",
     "TestingObserver",
     "TestingSMTP",
+    "WebInboxUnavailable",
     "make_certificates",
 ]

@@ -1,13 +1,16 @@
 """Deterministic fault rules for the test server: by command, by address and by
 attempt number, reply with a chosen code, delay, drop the connection or refuse TLS.
 
-Rules are added from the test's thread and matched in the server's: every access
-holds one lock.  A rule counts the commands it matches (``seen``) and the times it
-acted (``fired``), so a test can check that its fault really happened.
+Rules are added from the test's thread (or over HTTP, from the web inbox in the
+server's loop) and matched in the server's: every access holds one lock.  A rule
+counts the commands it matches (``seen``) and the times it acted (``fired``), so a
+test can check that its fault really happened; its ``id`` names it to the HTTP API.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import threading
 from collections.abc import Collection
@@ -16,7 +19,7 @@ from typing import Final
 
 from smtpwire.server.observe import Drop
 
-__all__ = ["COMMANDS", "Drop", "Fault", "FaultRules"]
+__all__ = ["COMMANDS", "Drop", "Fault", "FaultRuleError", "FaultRules"]
 
 # What a rule may name: the SMTP verbs, CONNECT (the greeting, or for implicit TLS
 # the handshake) and MESSAGE (the reply to a message's data, after its last octet).
@@ -28,6 +31,16 @@ COMMANDS: Final = frozenset(
 )  # fmt: skip
 
 _REPLY: Final = re.compile(r"[2-5][0-9][0-9]( [^\r\n\x00]*)?")
+_CODE: Final = re.compile(r"[2-5][0-9][0-9]")
+
+
+class FaultRuleError(ValueError):
+    """A rule that cannot be added; ``field`` names the parameter at fault, so the
+    HTTP API can point at the JSON field without checking every value twice."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(eq=False)
@@ -43,6 +56,7 @@ class Fault:
     drop: Drop | None = None
     seen: int = 0
     fired: int = 0
+    id: int = 0  # given by FaultRules, never reused by it: a stale id finds nothing
 
     def _matches(self, command: str, addresses: Collection[str]) -> bool:
         # A drop during data applies to a message sent with BDAT as with DATA.
@@ -65,6 +79,7 @@ class FaultRules:
     implicit_tls: bool = False
     _rules: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def reply(
         self,
@@ -81,7 +96,10 @@ class FaultRules:
         (for ``MESSAGE``: instead of accepting the message, which is not recorded)."""
         reply = f"{code} {text}" if text else str(code)
         if _REPLY.fullmatch(reply) is None:
-            raise ValueError(f"not a reply: {reply!r} (a code 200-599, then text on one line)")
+            culprit = "code" if _CODE.fullmatch(str(code)) is None else "text"
+            raise FaultRuleError(
+                culprit, f"not a reply: {reply!r} (a code 200-599, then text on one line)"
+            )
         return self._add(command, address, attempt, times, reply=reply, delay=delay)
 
     def delay(
@@ -94,7 +112,7 @@ class FaultRules:
         times: int | None = None,
     ) -> Fault:
         """Hold the reply to the matching command back for ``seconds``, then go on."""
-        return self._add(command, address, attempt, times, delay=seconds)
+        return self._add(command, address, attempt, times, delay=seconds, delay_name="seconds")
 
     def drop(
         self,
@@ -129,9 +147,21 @@ class FaultRules:
             454, "4.7.0 TLS not available", command="STARTTLS", attempt=attempt, times=times
         )
 
-    def clear(self) -> None:
+    def clear(self) -> int:
+        """Forget every rule; how many there were."""
         with self._lock:
+            count = len(self._rules)
             self._rules.clear()
+        return count
+
+    def remove(self, rule: Fault | int) -> Fault | None:
+        """Take out ``rule`` (or the rule with that ``id``); the rule taken out, or
+        None when it is not (or no longer) there."""
+        with self._lock:
+            for index, candidate in enumerate(self._rules):
+                if candidate is rule or (isinstance(rule, int) and candidate.id == rule):
+                    return self._rules.pop(index)
+        return None
 
     @property
     def rules(self) -> list[Fault]:
@@ -163,18 +193,24 @@ class FaultRules:
         reply: str | None = None,
         delay: float = 0.0,
         drop: Drop | None = None,
+        delay_name: str = "delay",
     ) -> Fault:
         verb = None if command is None else command.upper()
         if verb is not None and verb not in COMMANDS:
-            raise ValueError(f"unknown command {command!r}: one of {', '.join(sorted(COMMANDS))}")
+            raise FaultRuleError(
+                "command", f"unknown command {command!r}: one of {', '.join(sorted(COMMANDS))}"
+            )
         if delay < 0:
-            raise ValueError("a delay cannot be negative")
+            raise FaultRuleError(delay_name, "a delay cannot be negative")
+        if not math.isfinite(delay):  # NaN would pass every comparison, then stall asyncio
+            raise FaultRuleError(delay_name, "a delay must be a finite number of seconds")
         if times is not None and times < 1:
-            raise ValueError("times must be at least 1 (or None for always)")
+            raise FaultRuleError("times", "times must be at least 1 (or None for always)")
         attempts = None if attempt is None else _attempts(attempt)
         target = None if address is None else address.lower()
         rule = Fault(verb, target, attempts, times, reply=reply, delay=delay, drop=drop)
         with self._lock:
+            rule.id = next(self._ids)
             self._rules.append(rule)
         return rule
 
@@ -182,5 +218,5 @@ class FaultRules:
 def _attempts(attempt: int | Collection[int]) -> frozenset[int]:
     numbers = frozenset([attempt] if isinstance(attempt, int) else attempt)
     if not numbers or min(numbers) < 1:
-        raise ValueError("attempts are counted from 1")
+        raise FaultRuleError("attempt", "attempts are counted from 1")
     return numbers

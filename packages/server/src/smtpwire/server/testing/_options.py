@@ -4,7 +4,7 @@ once when pytest starts.
 
 They set up ``smtp_server`` -- the fixture to point an application at, whose SMTP
 settings are read once at start-up -- and, for ``host`` and ``hostname``, every
-server the plugin starts.
+server the plugin starts; ``web`` applies to the four ``smtp_server*`` fixtures.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ OPTIONS: Final = {
         "true: smtp_server refuses MAIL before AUTH; false: AUTH is optional "
         "(default: required with TLS, optional without)",
     ),
+    "web": Option(
+        "smtpwire_web",
+        "SMTPWIRE_TEST_WEB",
+        "true: the smtp_server* fixtures also serve their inbox and fault rules over "
+        "HTTP, at server.web_url (needs aiohttp)",
+    ),
 }
 _TLS_MODES = ("none", "starttls", "implicit")
 _TRUE = ("1", "true", "yes", "on")
@@ -92,6 +98,7 @@ class PluginSettings:
     login: str | None = None
     password: str | None = None
     auth_required: bool | None = None
+    web: bool = False
     origins: tuple[tuple[str, str], ...] = ()
 
     def origin(self, name: str) -> str | None:
@@ -104,9 +111,15 @@ class PluginSettings:
             kwargs["hostname"] = self.hostname
         return kwargs
 
+    def for_fixtures(self) -> dict[str, Any]:
+        """The keyword arguments of SMTPTestServer every ``smtp_server*`` fixture
+        gets (``smtp_server_factory``'s servers take ``web=`` themselves)."""
+        return {"web": True} if self.web else {}
+
     def for_smtp_server(self) -> dict[str, Any]:
         """The keyword arguments of SMTPTestServer for the ``smtp_server`` fixture."""
-        kwargs = {**self.for_every_server(), "port": self.port, "tls": self.tls}
+        kwargs = {**self.for_fixtures(), **self.for_every_server()}
+        kwargs.update(port=self.port, tls=self.tls)
         wants_auth = self.auth_required is not None
         if wants_auth or self.login is not None or self.password is not None:
             login = DEFAULT_USERNAME if self.login is None else self.login
@@ -154,14 +167,15 @@ def read_settings(config: pytest.Config) -> PluginSettings:
     for name in ("login", "password"):
         if name in raw:
             settings[name] = raw[name]
-    if "auth_required" in raw:
-        value = raw["auth_required"].lower()
-        if value not in _TRUE + _FALSE:
-            raise fail("auth_required", "true or false")
-        settings["auth_required"] = value in _TRUE
-        if value in _TRUE and settings.get("tls", "none") == "none":
-            raise pytest.UsageError(
-                f"{origins['auth_required']} needs smtpwire_tls starttls or implicit "
-                "(AUTH required in plaintext is what smtp_server_factory is for)"
-            )
+    for name in ("auth_required", "web"):
+        if name in raw:
+            value = raw[name].lower()
+            if value not in _TRUE + _FALSE:
+                raise fail(name, "true or false")
+            settings[name] = value in _TRUE
+    if settings.get("auth_required") and settings.get("tls", "none") == "none":
+        raise pytest.UsageError(
+            f"{origins['auth_required']} needs smtpwire_tls starttls or implicit "
+            "(AUTH required in plaintext is what smtp_server_factory is for)"
+        )
     return PluginSettings(**settings, origins=tuple(origins.items()))

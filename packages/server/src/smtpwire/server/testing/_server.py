@@ -1,6 +1,7 @@
 """A receiving SMTP server for tests: a :class:`Controller` thread serving the modern
 extension set on a free loopback port, with an inbox, fault rules, a transcript per
-session and, when asked, STARTTLS, implicit TLS and AUTH.
+session and, when asked, STARTTLS, implicit TLS, AUTH and the inbox over HTTP
+(``web=True``: the web inbox, with the fault rules, for tests in another process).
 
 It runs in its own thread with its own event loop, so sync tests and async tests
 (whatever their loop) use it alike.
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import collections
 import errno
+import importlib.util
 import os
 import shutil
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from smtpwire.common.commands import parse_mail_from, parse_rcpt_to
 from smtpwire.common.errors import ProtocolError
@@ -27,6 +29,9 @@ from ._certs import TestCertificates, make_certificates
 from ._faults import FaultRules
 from ._inbox import Inbox, ReceivedMessage
 
+if TYPE_CHECKING:
+    from ._web import TestWebInbox
+
 __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USERNAME",
@@ -35,6 +40,7 @@ __all__ = [
     "TLSMode",
     "TestingObserver",
     "TestingSMTP",
+    "WebInboxUnavailable",
 ]
 
 TLSMode = Literal["none", "starttls", "implicit"]
@@ -49,12 +55,28 @@ class ListenError(OSError):
     one line, naming the address and where it was set."""
 
 
+class WebInboxUnavailable(RuntimeError):
+    """``web=True`` was asked for, and aiohttp, which serves it, is not installed.
+    The message is one line saying what to install."""
+
+
+def _check_web_available() -> None:
+    # Asked when the server is made, not when it starts: a fixture fails before
+    # anything listens, with a line that says what to do.
+    if importlib.util.find_spec("aiohttp") is None:
+        raise WebInboxUnavailable(
+            "smtpwire test server: web=True needs aiohttp, which is not installed "
+            "(pip install 'smtpwire-server[web]')"
+        )
+
+
 class _State:
     """What every session of one test server shares."""
 
     def __init__(self, faults: FaultRules, inbox: Inbox) -> None:
         self.faults = faults
         self.inbox = inbox
+        self.web: TestWebInbox | None = None  # while the server runs with web=True
 
 
 class TestingObserver(Observer):
@@ -83,6 +105,10 @@ class TestingObserver(Observer):
             return None
         return Intervention(reply=fault.reply, delay=fault.delay, drop=fault.drop)
 
+    def transcript(self) -> tuple[str, ...]:
+        """The lines since the previous accepted message (from the greeting)."""
+        return tuple(self._transcript)
+
     def message_accepted(self, server: SMTP, envelope: Envelope, replies: Sequence[str]) -> None:
         # Filed before its 250 is written, in the same step of the loop: a client
         # that has its 250 finds the message in the inbox.
@@ -97,20 +123,34 @@ class TestingSMTP(SMTP):
     __test__ = False
 
     def __init__(self, handler: Any, *, testing: _State, **kwargs: Any) -> None:
-        super().__init__(handler, observer=TestingObserver(testing), **kwargs)
+        observer = TestingObserver(testing)
+        super().__init__(handler, observer=observer, **kwargs)
+        self.testing_observer = observer
 
 
 class _Accept:
     """The handler of the test server: every message is accepted (the fault rules
     decide otherwise)."""
 
+    def __init__(self, state: _State) -> None:
+        self._state = state
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        web = self._state.web
+        if web is not None:
+            # Stored over HTTP before the 250 is written (awaited off the loop, in
+            # the store's thread), so a client holding its 250 finds the message
+            # there too.  The Python inbox files it later, as the 250 goes out: a
+            # client gone in between leaves it over HTTP only.
+            observer = getattr(server, "testing_observer", None)
+            transcript = observer.transcript() if isinstance(observer, TestingObserver) else ()
+            await web.keep(session, envelope, transcript)
         return "250 OK"
 
 
 class _TestController(Controller):
     def __init__(self, state: _State, **kwargs: Any) -> None:
-        super().__init__(_Accept(), **kwargs)
+        super().__init__(_Accept(state), **kwargs)
         self._state = state
 
     def factory(self) -> SMTP:
@@ -129,6 +169,10 @@ class SMTPTestServer:
     Certificates made for the server alone are deleted when it stops.  Other
     keyword arguments go to
     :class:`~smtpwire.server.smtp.SMTP` (``modern`` defaults to True).
+
+    ``web=True`` serves the inbox over HTTP as well, at :attr:`web_url` (a free
+    port of ``host``): mailpit's API, smtpwire's own endpoints and the fault rules
+    (see docs/inbox.md); it needs aiohttp (:class:`WebInboxUnavailable` otherwise).
     """
 
     __test__ = False
@@ -142,8 +186,11 @@ class SMTPTestServer:
         host: str = "127.0.0.1",
         port: int = 0,
         certificates: TestCertificates | None = None,
+        web: bool = False,
         **smtp_kwargs: Any,
     ) -> None:
+        if web:
+            _check_web_available()
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(f"tls must be 'none', 'starttls' or 'implicit', not {tls!r}")
         if require_starttls and tls != "starttls":
@@ -172,8 +219,10 @@ class SMTPTestServer:
         if tls == "starttls":
             kwargs["tls_context"] = self._server_context()
             kwargs["require_starttls"] = require_starttls
+        self.web = web
+        self._state = _State(self.faults, self.inbox)
         self._controller = _TestController(
-            _State(self.faults, self.inbox),
+            self._state,
             hostname=host,
             port=port,
             ssl_context=self._server_context() if tls == "implicit" else None,
@@ -188,18 +237,35 @@ class SMTPTestServer:
     def start(self, *, origin: str | None = None) -> SMTPTestServer:
         """Listen and serve.  ``origin`` says where the address was set, for the
         :class:`ListenError` raised when the server cannot listen there."""
+        if self.web and self._state.web is None:
+            from ._web import TestWebInbox  # noqa: PLC0415 - the inbox, only when asked for
+
+            # The store first: a message accepted before HTTP is up is not missed.
+            self._state.web = TestWebInbox(self.host, self.faults)
         try:
             self._controller.start()
         except OSError as error:
-            self.stop()  # its own certificates, if any
+            self.stop()  # its own certificates and store, if any
             raise _listen_error(error, self.host, self._requested_port, origin) from error
         self._running = True
+        if self._state.web is not None:
+            try:
+                self._state.web.serve(self._controller.loop)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
+        web = self._state.web
         if self._running:
             self._running = False
+            if web is not None:
+                web.stop_serving()  # in the server's loop, which stops next
             self._controller.stop()
+        if web is not None:
+            self._state.web = None
+            web.close()  # no session is left to add to it
         if self._own_certificates and self.certificates is not None:
             shutil.rmtree(self.certificates.directory, ignore_errors=True)
             self._own_certificates = False
@@ -211,8 +277,11 @@ class SMTPTestServer:
         self.stop()
 
     def reset(self) -> None:
-        """Empty the inbox and forget the fault rules (between two tests)."""
+        """Empty the inbox (over HTTP too) and forget the fault rules (between two
+        tests)."""
         self.inbox.clear()
+        if self._state.web is not None:
+            self._state.web.clear()
         self.faults.clear()
 
     # -- what a client needs --------------------------------------------------------------
@@ -234,6 +303,17 @@ class SMTPTestServer:
     @property
     def password(self) -> str | None:
         return None if self.username is None else self.accounts[self.username]
+
+    @property
+    def web_url(self) -> str:
+        """The inbox over HTTP, ``http://127.0.0.1:PORT`` (``web=True``, started)."""
+        url = None if self._state.web is None else self._state.web.url
+        if url is None:
+            raise RuntimeError(
+                "this test server does not serve its inbox over HTTP: "
+                "start it with web=True (the pytest plugin: smtpwire_web = true)"
+            )
+        return url
 
     def client_context(self) -> ssl.SSLContext:
         """An ``SSLContext`` that trusts this server's certificate (and checks it)."""
@@ -257,7 +337,8 @@ class SMTPTestServer:
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self.port}" if self._running else "stopped"
-        return f"<SMTPTestServer {where} tls={self.tls} auth={bool(self.accounts)}>"
+        web = f" web={self._state.web.url}" if self._state.web and self._state.web.url else ""
+        return f"<SMTPTestServer {where} tls={self.tls} auth={bool(self.accounts)}{web}>"
 
     # -- inside ------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ any scope.  ``smtp_client_context`` is an ``SSLContext`` trusting the test CA.
 ``smtp_server`` is the one to configure: ini options (each overridden by an
 environment variable) set its port, TLS mode and account, and every server's
 address and name (see :mod:`smtpwire.server.testing._options` and docs/testing.md).
+``smtpwire_web = true`` has the ``smtp_server*`` fixtures serve their inbox and
+fault rules over HTTP too (``server.web_url``), for a sender in another process.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 
 from ._certs import TestCertificates, make_certificates
 from ._options import PluginSettings, add_options, read_settings
-from ._server import ListenError, SMTPTestServer
+from ._server import ListenError, SMTPTestServer, WebInboxUnavailable
 
 SCOPE_OPTION = "smtpwire_server_scope"
 _SCOPES = ("session", "package", "module", "class", "function")
@@ -80,9 +82,10 @@ def smtp_client_context(smtp_certificates: TestCertificates) -> Any:
 def smtp_server_factory(
     request: pytest.FixtureRequest,
 ) -> Iterator[ServerFactory]:
-    """``smtp_server_factory(tls=..., auth=..., port=..., **smtp_kwargs)`` starts a
-    server (see :class:`~smtpwire.server.testing.SMTPTestServer`) on a free port, or
-    on ``port``; those still running at the end of the session are stopped then.
+    """``smtp_server_factory(tls=..., auth=..., port=..., web=..., **smtp_kwargs)``
+    starts a server (see :class:`~smtpwire.server.testing.SMTPTestServer`) on a free
+    port, or on ``port``; those still running at the end of the session are stopped
+    then.
     TLS servers share the session's test CA.  A port that is taken raises
     :class:`~smtpwire.server.testing.ListenError`."""
     started: list[SMTPTestServer] = []
@@ -104,7 +107,13 @@ def smtp_server_factory(
 
 
 def _shared(factory: ServerFactory, **kwargs: Any) -> Iterator[SMTPTestServer]:
-    server = factory(**kwargs)
+    failure: str | None = None
+    try:
+        server = factory(**kwargs)
+    except (ListenError, WebInboxUnavailable) as error:
+        failure = str(error)
+    if failure is not None:  # outside the except block: one line, no chained traceback
+        pytest.fail(failure, pytrace=False)
     try:
         yield server
     finally:
@@ -122,32 +131,33 @@ def _smtpwire_plain(
     smtp_server_factory: ServerFactory, request: pytest.FixtureRequest
 ) -> Iterator[SMTPTestServer]:
     settings = _settings(request.config)
-    failure: str | None = None
-    try:
-        server = smtp_server_factory(_origin=settings.listen_origin(), **settings.for_smtp_server())
-    except ListenError as error:
-        failure = str(error)
-    if failure is not None:  # outside the except block: one line, no chained traceback
-        pytest.fail(failure, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _shared(
+        smtp_server_factory, _origin=settings.listen_origin(), **settings.for_smtp_server()
+    )
 
 
 @pytest.fixture(scope=_server_scope)
-def _smtpwire_starttls(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
-    yield from _shared(smtp_server_factory, tls="starttls")
+def _smtpwire_starttls(
+    smtp_server_factory: ServerFactory, request: pytest.FixtureRequest
+) -> Iterator[SMTPTestServer]:
+    web = _settings(request.config).for_fixtures()
+    yield from _shared(smtp_server_factory, tls="starttls", **web)
 
 
 @pytest.fixture(scope=_server_scope)
-def _smtpwire_implicit(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
-    yield from _shared(smtp_server_factory, tls="implicit")
+def _smtpwire_implicit(
+    smtp_server_factory: ServerFactory, request: pytest.FixtureRequest
+) -> Iterator[SMTPTestServer]:
+    web = _settings(request.config).for_fixtures()
+    yield from _shared(smtp_server_factory, tls="implicit", **web)
 
 
 @pytest.fixture(scope=_server_scope)
-def _smtpwire_auth(smtp_server_factory: ServerFactory) -> Iterator[SMTPTestServer]:
-    yield from _shared(smtp_server_factory, tls="starttls", require_starttls=True, auth=True)
+def _smtpwire_auth(
+    smtp_server_factory: ServerFactory, request: pytest.FixtureRequest
+) -> Iterator[SMTPTestServer]:
+    web = _settings(request.config).for_fixtures()
+    yield from _shared(smtp_server_factory, tls="starttls", require_starttls=True, auth=True, **web)
 
 
 @pytest.fixture
