@@ -374,15 +374,25 @@ class AuthMixin:
 
     def _auth_throttled(self) -> bool:
         limiter = self._auth_failure_limiter
-        address = client_address(self.session.peer)
+        address = self._client_address()
         return limiter is not None and address is not None and limiter.throttled(address)
 
     def _auth_failed(self) -> None:
         """Credentials were checked and refused: count it for the client's address."""
         limiter = self._auth_failure_limiter
-        address = client_address(self.session.peer)
+        address = self._client_address()
         if limiter is not None and address is not None:
             limiter.record_failure(address)
+
+    def _client_address(self) -> str | None:
+        """The client's address: behind a proxy, the one its PROXY header names
+        (``session.peer`` stays the proxy's, as in aiosmtpd), or every client
+        behind it would share one failure budget."""
+        proxied = self.session.proxy_data
+        source = getattr(proxied, "src_addr", None) if getattr(proxied, "valid", False) else None
+        if source is not None:
+            return str(source)
+        return client_address(self.session.peer)
 
     # -- the built-in mechanisms ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ import mailbox
 import os
 import signal
 import socket
+import ssl
 import sys
 import warnings
 import weakref
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_options import SHUTDOWN_GRACE_DEFAULT, program_name, version
-from ._serving import TooBusy, admit, over_connection_limit
+from ._serving import Refuser, TooBusy, admit, over_connection_limit
 from ._shutdown import SHUTTING_DOWN, shut_down
 from .proxy_protocol import AF, V2_CMD, ProxyData
 from .session import MISSING
@@ -285,11 +286,16 @@ class Connections:
     dropped.
     """
 
-    def __init__(self, max_connections: int | None = None, *, tls_listener: bool = False) -> None:
+    def __init__(
+        self, max_connections: int | None = None, *, implicit_tls: ssl.SSLContext | None = None
+    ) -> None:
         self.factory: Callable[[], SMTP] | None = None
         self.open: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self.max_connections = max_connections
-        self.tls_listener = tls_listener
+        # SMTPS (--smtpscert): each session does its handshake itself, as the
+        # Controller's do, so a PROXY header may come before it (HAProxy passing
+        # TLS through) and a failed handshake frees its place at once.
+        self.implicit_tls = implicit_tls
         self.drain = Drain()
         # --web: the inbox and its web server, stopped by close().
         self.inbox: Any = None
@@ -297,7 +303,8 @@ class Connections:
 
     def __call__(self) -> asyncio.BaseProtocol:
         if over_connection_limit(self.open, self.max_connections):
-            return TooBusy()
+            # A client expecting TLS could not read a plaintext 421: just close.
+            return Refuser() if self.implicit_tls is not None else TooBusy()
         if self.factory is None:  # pragma: no cover - the server only starts serving once set
             raise RuntimeError("the SMTP factory is not set")
         try:
@@ -307,7 +314,9 @@ class Connections:
             # this the client would just see the connection closed.
             log.exception("Cannot serve a new connection")
             raise
-        admit(self.open, protocol, tls_listener=self.tls_listener)
+        if self.implicit_tls is not None:
+            protocol._implicit_tls = self.implicit_tls
+        admit(self.open, protocol, tls_listener=False)
         return protocol
 
     def transports(self) -> list[asyncio.BaseTransport]:
@@ -356,8 +365,7 @@ def bind(
                 connections,
                 options.host,
                 options.port,
-                ssl=options.ssl_context,
-                start_serving=False,
+                start_serving=False,  # TLS, if any, is the sessions' (Connections)
             )
         )
     except OSError as error:

@@ -144,9 +144,7 @@ def bind_worker(
     except OSError as error:
         parser.exit(1, f"{parser.prog}: error: worker {spec.slot} cannot listen: {error}\n")
     servers = [
-        loop.run_until_complete(
-            loop.create_server(factory, sock=sock, ssl=options.ssl_context, start_serving=False)
-        )
+        loop.run_until_complete(loop.create_server(factory, sock=sock, start_serving=False))
         for sock in sockets
     ]
     return ServerGroup(servers)

@@ -137,9 +137,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     try:
         if options.debug >= 3:
             loop.set_debug(True)
-        connections = Connections(
-            options.max_connections, tls_listener=options.ssl_context is not None
-        )
+        connections = Connections(options.max_connections, implicit_tls=options.ssl_context)
         # Bind first: a server started as root may need a port below 1024.
         spec: WorkerSpec | None = options.worker_spec
         if spec is None:
