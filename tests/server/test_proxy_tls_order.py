@@ -113,3 +113,35 @@ def test_a_header_in_clear_with_the_handshake_in_the_same_write(
         raw.close()
     [data] = handler.proxied
     assert str(data.src_addr) == "192.0.2.1"
+
+
+def test_the_command_line_takes_a_header_in_clear_before_the_handshake(
+    certificate_authority: Any, client_context: ssl.SSLContext, tmp_path: Any
+) -> None:
+    """``--smtpscert`` with ``--proxy-protocol``: HAProxy passing TLS through."""
+    from support.cli import server_process
+
+    certificate = certificate_authority.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+    certificate.private_key_pem.write_to_path(str(key_file))
+    arguments = ("--smtpscert", str(cert_file), "--smtpskey", str(key_file))
+    with server_process(*arguments, "--proxy-protocol", "5") as server:
+        [(host, port)] = server.addresses()
+        raw = socket.create_connection((host, port), timeout=WAIT)
+        raw.sendall(V1_HEADER)
+        with client_context.wrap_socket(raw, server_hostname="localhost") as tls:
+            reader = tls.makefile("rb")
+            assert reader.readline().startswith(b"220 ")
+            tls.sendall(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n")
+            tls.sendall(b"RCPT TO:<b@example.org>\r\nDATA\r\n")
+            replies = []
+            for _ in range(40):  # bounded: EHLO's lines, then MAIL, RCPT and DATA
+                replies.append(reader.readline())
+                if replies[-1][:3] in (b"354", b"") or replies[-1][:1] in (b"4", b"5"):
+                    break
+            assert replies[-1].startswith(b"354"), replies
+            tls.sendall(b"Subject: through\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            assert reader.readline().startswith(b"250")
+        lines = server.message()
+    assert any("192.0.2.1" in line for line in lines if line.startswith("X-Peer"))
