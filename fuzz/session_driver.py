@@ -214,7 +214,7 @@ class Driver:
 
     def _rcpt(self, argument: str | None) -> None:
         machine = self.machine
-        request = machine.transaction_refusal("RCPT") or machine.rcpt(argument)
+        request = machine.transaction_refusal() or machine.rcpt(argument)
         if isinstance(request, str):
             self._reply(request)
             return
@@ -239,7 +239,7 @@ class Driver:
 
     def _data(self, argument: str | None) -> None:
         machine = self.machine
-        refusal = machine.transaction_refusal("DATA") or machine.data(argument)
+        refusal = machine.transaction_refusal() or machine.data(argument)
         if refusal is not None:
             self._reply(refusal)
             return

@@ -262,7 +262,7 @@ class ServerSession:
 
     # -- the transaction --------------------------------------------------------------
 
-    def transaction_refusal(self, verb: str, helo: str = "HELO") -> str | None:
+    def transaction_refusal(self, helo: str = "HELO") -> str | None:
         """aiosmtpd's ``check_helo_needed`` then ``check_auth_needed``, as replies."""
         session = self._host.session
         if not session.host_name:
@@ -422,7 +422,7 @@ class ServerSession:
         if verb == "NOOP":
             return _OK
         if verb == "MAIL":
-            refusal = self.transaction_refusal("MAIL")
+            refusal = self.transaction_refusal()
             if refusal is not None:
                 return refusal
             mail = self.mail(argument)
@@ -431,7 +431,7 @@ class ServerSession:
             self.note_mail_parameters(mail)
             return self.accept_mail(mail)
         if verb == "RCPT":
-            refusal = self.transaction_refusal("RCPT")
+            refusal = self.transaction_refusal()
             if refusal is not None:
                 return refusal
             rcpt = self.rcpt(argument)
