@@ -10,10 +10,9 @@ waits for the clients (aiosmtpd issue #394).  No self-connection is made to
 check readiness (aiosmtpd issue #492): ``factory()`` is called once in the
 server's loop instead, which is what that connection was for.
 
-The unthreaded controllers leave the event loop to the caller.
-:class:`QueueController` is lazr.smtptest's testing idiom: every received
-message lands in a :class:`queue.Queue`.  (Where a controller listens, and the
-queue's reading side, are private modules of their own: ``_controller_*``.)
+The unthreaded controllers leave the event loop to the caller.  QueueController
+is lazr.smtptest's idiom: every received message lands in a queue.Queue (where a
+controller listens, and the queue's reading side, are in ``_controller_*``).
 """
 
 from __future__ import annotations
@@ -129,8 +128,7 @@ class BaseController(ABC):
         # Unlike the SMTP class (which keeps aiosmtpd's historical False), the
         # controllers have always enabled SMTPUTF8; migrated suites rely on it.
         self.SMTP_kwargs.setdefault("enable_SMTPUTF8", True)
-        if self.SMTP_kwargs.get("modern"):
-            # Password guessing across sessions: one limiter for all of them.
+        if self.SMTP_kwargs.get("modern"):  # password guessing across sessions: one limiter
             self.SMTP_kwargs.setdefault("auth_failure_limiter", AuthFailureLimiter())
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
