@@ -278,21 +278,24 @@ class Soak:
             await asyncio.sleep(SAMPLE_EVERY)  # the sampling period
 
     async def _quiet(self) -> None:
-        """The clients are gone: the servers should drop back to the file
-        descriptors they had before any load, within a deadline."""
+        """The clients are gone: each server process should drop back to the file
+        descriptors it had when it started (the process serving now: after a
+        restart that is a later incarnation, compared with its own start, since a
+        fresh process may differ from the first one by what its loop made lazily)."""
         for server in self.servers:
-            pid = server.current.pid
+            incarnation = server.current
+            pid = incarnation.pid
+            baseline = incarnation.fds_at_start
             at_start = open_fds(pid)
             deadline = time.monotonic() + QUIET_DEADLINE
             count = at_start
             while time.monotonic() < deadline:
                 count = open_fds(pid)
-                if count is not None and count <= (server.incarnations[0].fds_at_start or 0):
+                if count is not None and count <= (baseline or 0):
                     break
                 await asyncio.sleep(0.25)  # polling /proc: nothing to wait on
             server.sample()
-            self.fds[server.name] = (server.incarnations[0].fds_at_start, at_start, count)
-            baseline = server.incarnations[0].fds_at_start
+            self.fds[server.name] = (baseline, at_start, count)
             if baseline is None or count is None or count > baseline:
                 self.failures.append(
                     f"{server.name}: {count} fds after the quiet period, {baseline} before the load"
