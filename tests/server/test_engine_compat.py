@@ -311,3 +311,33 @@ async def test_four_argument_handle_ehlo_deprecation_text() -> None:
     with pytest.warns(DeprecationWarning, match=f"^{re.escape(EHLO_DEPRECATION)}$") as warned:
         SMTP(FourArgumentEhlo(), hostname=HOST)
     assert len(warned) == 1
+
+
+# -- settings changed after construction (aiosmtpd's attributes are live) --------------
+
+
+def test_tls_context_set_after_construction_is_offered_and_used(
+    server_context: Any, client_context: Any
+) -> None:
+    """A subclass that sets ``tls_context`` after ``__init__`` gets STARTTLS in EHLO
+    and a working STARTTLS, as in aiosmtpd (the session machine follows it)."""
+    import smtplib
+
+    from smtpwire.server.handlers import Sink
+    from smtpwire.server.smtp import SMTP
+    from support.server import serving
+
+    class LateTLS(SMTP):
+        def __init__(self) -> None:
+            super().__init__(Sink(), hostname="mx.test")
+            self.tls_context = server_context
+            self.require_starttls = True
+
+    with serving(LateTLS) as server, smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        assert client.ehlo()[0] == 250
+        assert client.has_extn("starttls")
+        assert client.mail("a@example.org")[0] == 530  # required, and not yet started
+        client.starttls(context=client_context)
+        assert client.ehlo()[0] == 250
+        assert not client.has_extn("starttls")
+        assert client.mail("a@example.org")[0] == 250

@@ -422,3 +422,28 @@ def test_a_failure_answered_in_the_callback_goes_through_handle_exception(
         assert text(client.command("QUIT")) == "221 Bye"
     assert replies == ["451 4.3.0 handled broken on purpose", "250 OK"]
     assert handler.ran_in_task == [True]
+
+
+class EncodeFailsOnce(CountsRunners):
+    """A subclass whose reply encoding fails once (for the first 250 to MAIL)."""
+
+    failed = False
+
+    def _encode_reply(self, status: str) -> bytes:
+        if status == "250 OK" and self._current_command == "MAIL" and not self.failed:
+            self.failed = True
+            raise RuntimeError("encoding broken once")
+        return super()._encode_reply(status)
+
+
+def test_a_failing_reply_override_in_the_callback_becomes_a_reply() -> None:
+    """Regression: a subclass's _encode_reply (or _queue_reply) failing on a command
+    answered in the read callback escaped data_received; now, as in a runner, it
+    becomes the command's reply through handle_exception."""
+    with serving(lambda: EncodeFailsOnce(Sink())) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert text(client.command("HELO c.example")) == f"250 {HOST}"
+        client.send(b"MAIL FROM:<a@example.com>\r\nNOOP\r\n")
+        replies = [text(reply) for reply in client.replies(2)]
+        assert text(client.command("QUIT")) == "221 Bye"
+    assert replies == ["500 Error: (RuntimeError) encoding broken once", "250 OK"]

@@ -542,8 +542,11 @@ class SMTP(ClientBase):
                     # Left as they are: most are 250s nobody reads the text of.
                     done.append(self._after_replies(await self._read(protocol, count, wait)))
                     if self.protocol is not protocol and len(done) < len(parts):
-                        # _after_replies closed the connection: the server said 421.
-                        reply = next(r for r in done[-1] if r.code == 421)
+                        # The connection is gone: the server said 421 (_after_replies
+                        # closed it), or another task closed it meanwhile.
+                        reply = next((r for r in done[-1] if r.code == 421), None)
+                        if reply is None:
+                            return done, SMTPServerDisconnected("Server not connected")
                         text = SMTPResponse.from_reply(reply).message
                         return done, SMTPServerDisconnected(f"Server closing: 421 {text}")
             except asyncio.CancelledError:

@@ -157,8 +157,8 @@ class AuthMixin:
     method names (users' subclasses override ``smtp_AUTH``, ``challenge_auth``,
     ``_authenticate``, ``auth_PLAIN``…; their tests read ``_auth_methods``…).
 
-    It comes last among the engine's bases, so that the engine's methods, not the
-    stubs below, answer for what the engine provides."""
+    It comes after Connection among the engine's bases, so that the engine's
+    methods, not the stubs below, answer for what the engine provides."""
 
     AuthLoginUsernameChallenge = "User Name\x00"
     AuthLoginPasswordChallenge = "Password\x00"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
@@ -64,19 +65,41 @@ class TLSSetupException(Exception):
 
 class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
     """What every SMTP-like session shares; see :class:`~smtpwire.server.smtp.SMTP`.
-    AUTH is :class:`~smtpwire.server._auth.AuthMixin`, last among the bases because
-    its stubs of what the engine provides must not hide the engine's methods."""
+    AUTH is :class:`~smtpwire.server._auth.AuthMixin`; it and the other mixins come
+    after Connection, whose methods their stubs (of what the engine provides) must
+    not hide."""
 
     # With AuthMixin's and ObserverMixin's state (only one base can lay out slots;
     # the mixins have none, which gives instances a __dict__, made only if used).
     __slots__ = (
-        "__ident__", "_auth_callback", "_auth_failure_limiter", "_auth_methods",
+        "__ident__",
+        "_auth_callback",
+        "_auth_failure_limiter",
+        "_auth_methods",
         "_auth_require_tls",
-        "_auth_required", "_authenticator", "_bdat_content", "_cram_md5_secret",
-        "_decode_data", "_greeting_delay", "_hooks", "_implicit_tls", "_proxy_timeout",
-        "_runnerless_verbs", "_smtp_methods", "_state_machine", "command_size_limits",
-        "data_size_limit", "enable_SMTPUTF8", "envelope", "event_handler", "extensions",
-        "hostname", "made_at", "require_starttls", "session", "tls_context",
+        "_auth_required",
+        "_authenticator",
+        "_bdat_content",
+        "_cram_md5_secret",
+        "_decode_data",
+        "_greeting_delay",
+        "_hooks",
+        "_implicit_tls",
+        "_proxy_timeout",
+        "_require_starttls",
+        "_runnerless_verbs",
+        "_smtp_methods",
+        "_state_machine",
+        "_tls_context",
+        "command_size_limits",
+        "data_size_limit",
+        "enable_SMTPUTF8",
+        "envelope",
+        "event_handler",
+        "extensions",
+        "hostname",
+        "made_at",
+        "session",
     )  # fmt: skip
 
     command_size_limit = 512
@@ -141,7 +164,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self._decode_data = decode_data
         self.hostname = hostname if hostname is not None else _local_fqdn()
-        self.tls_context = tls_context
+        self._tls_context = tls_context
         if tls_context is not None:
             # RFC 3207 4.1: the SMTP server, not the handshake, judges a client's
             # certificate, so a context that demands one (or checks a host name) fails
@@ -159,7 +182,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
         # Set by a controller serving implicit TLS: the handshake runs at the start
         # of the session (see smtp.SMTP._implicit_handshake).
         self._implicit_tls: ssl.SSLContext | None = None
-        self.require_starttls = bool(tls_context) and require_starttls
+        self._require_starttls = bool(tls_context) and require_starttls
         self._init_auth(
             handler,
             auth_required=auth_required,
@@ -206,7 +229,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
                 rcpt_limit=extensions.rcpt_limit,
                 bare_newline=extensions.bare_lf,
                 tls_offered=bool(tls_context),
-                require_starttls=self.require_starttls,
+                require_starttls=self._require_starttls,
                 auth_required=auth_required,
                 # Postfix's smtpd_hard_error_limit: a client that keeps getting errors
                 # is probing (say, guessing addresses) or broken; modern: 20 replies
@@ -256,6 +279,31 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
             for verb, method in self._RUNNERLESS_COMMANDS.items()
             if self._smtp_methods.get(verb) is method and verb not in self._hooks.names
         )
+
+    # aiosmtpd's public settings, which a subclass may change after __init__: the
+    # session machine's rules follow them.
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self._tls_context
+
+    @tls_context.setter
+    def tls_context(self, context: ssl.SSLContext | None) -> None:
+        self._tls_context = context
+        self._update_rules(tls_offered=bool(context))
+
+    @property
+    def require_starttls(self) -> bool:
+        return self._require_starttls
+
+    @require_starttls.setter
+    def require_starttls(self, required: bool) -> None:
+        self._require_starttls = required
+        self._update_rules(require_starttls=required)
+
+    def _update_rules(self, **changes: Any) -> None:
+        machine = getattr(self, "_state_machine", None)
+        if machine is not None:
+            machine.rules = dataclasses.replace(machine.rules, **changes)
 
     @property
     def max_command_size_limit(self) -> int:
@@ -416,13 +464,15 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
                     answer = machine.answer(screened)
                     assert answer is not None  # noqa: S101 - answer() covers every such verb
                     reply = answer
+                # A subclass may override how a reply is encoded or queued: its
+                # failure must not escape the read callback either.
+                if self._queue_reply(reply):
+                    self._flush()
             except Exception as error:
                 # As in a runner, a failure becomes the command's reply (through
                 # handle_exception, which is the application's: in a task).
                 self._spawn(self._resume(error), eager=True)
                 return True
-            if self._queue_reply(reply):
-                self._flush()
             if isinstance(screened, CommandRefusal) and screened.close:
                 self._close_transport()
         return True
