@@ -447,3 +447,20 @@ def test_a_failing_reply_override_in_the_callback_becomes_a_reply() -> None:
         replies = [text(reply) for reply in client.replies(2)]
         assert text(client.command("QUIT")) == "221 Bye"
     assert replies == ["500 Error: (RuntimeError) encoding broken once", "250 OK"]
+
+
+def test_the_command_lines_server_answers_in_the_read_callback_too() -> None:
+    """Regression (review): the CLI's session class overrides _command (to refuse
+    commands while draining), which used to turn the read-callback path off for
+    the server users actually run; it declares the override harmless."""
+    import asyncio
+
+    from smtpwire.server._cli_serving import CliSMTP, Drain
+
+    loop = asyncio.new_event_loop()
+    try:
+        session = CliSMTP(Sink(), drain=Drain(), hostname=HOST, loop=loop)
+        plain = SMTP(Sink(), hostname=HOST, loop=loop)
+    finally:
+        loop.close()
+    assert session._runnerless_verbs == plain._runnerless_verbs == {b"NOOP", b"MAIL", b"RCPT"}

@@ -221,6 +221,9 @@ class CliSMTP(SMTP):
         if not self._busy and not self._inbound.buffered and self._taken_line is None:
             self._close_transport()
 
+    # _command below refuses only while draining, when every line goes to it.
+    _COMMAND_KEEPS_FAST_PATH = True
+
     def _answer_without_runner(self) -> bool:
         # While draining, every command goes through _command (below).
         return False if self._shutdown.active else super()._answer_without_runner()

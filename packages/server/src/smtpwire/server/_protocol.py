@@ -110,6 +110,10 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
     # involved (``ServerSession.answer``), with the server's own ``smtp_VERB``
     # method of each; SMTP fills it in.
     _RUNNERLESS_COMMANDS: ClassVar[Mapping[str, Callable[..., Any]]] = MappingProxyType({})
+    # A subclass whose _command override changes nothing for those verbs while its
+    # _answer_without_runner lets them through (the CLI's, which refuses commands
+    # only while draining, when it sends every line to the runner) says so here.
+    _COMMAND_KEEPS_FAST_PATH: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -268,7 +272,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
             observer is not None
             or cls.push is not Connection.push
             or cls._reply is not Connection._reply
-            or cls._command is not SessionProtocol._command
+            or (cls._command is not SessionProtocol._command and not cls._COMMAND_KEEPS_FAST_PATH)
             or cls._dispatch is not SessionProtocol._dispatch
             or cls.check_helo_needed is not SessionProtocol.check_helo_needed
             or cls.check_auth_needed is not AuthMixin.check_auth_needed
