@@ -388,6 +388,9 @@ def test_postfix_delivers_by_lmtp_into_smtpwire(mailboxes: tuple[Mailboxes, int]
 CLIENT_MESSAGES = 200
 CLIENT_CONNECTIONS = 10
 COMPLAINTS = ("improper command pipelining", "bare <LF>", "warning:", "reject:", "lost connection")
+# Warnings about the machine, not the client: a loaded host's file system clock
+# running ahead (and the performance note that follows it).
+NOT_ABOUT_THE_CLIENT = ("file system clock is", "performance")
 
 
 async def send_through_pool(port: int, context: ssl.SSLContext, sent: Sequence[Outgoing]) -> None:
@@ -483,7 +486,12 @@ def test_smtpwire_client_into_postfix_smtpd(
     # Each message queued once, and each recipient's copy discarded ("sent") once.
     assert queued == Counter(message.test_id for message in sent)
     assert logged == {pair: ["sent"] for pair in expected}
-    complaints = [line for line in log.splitlines() if any(word in line for word in COMPLAINTS)]
+    complaints = [
+        line
+        for line in log.splitlines()
+        if any(word in line for word in COMPLAINTS)
+        and not any(word in line for word in NOT_ABOUT_THE_CLIENT)
+    ]
     assert complaints == []
     # Every session that sent mail did so after STARTTLS.
     sessions = re.findall(r"smtpd\[\d+\]: disconnect from .* (ehlo=.*)$", log, re.MULTILINE)
