@@ -4,6 +4,7 @@ pruning, raw slices, search terms, and the store's events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -26,7 +27,7 @@ async def test_file_store_is_versioned_and_survives_reopening(tmp_path: Path) ->
         summary = await store.add(raw_message(1), ["bob@example.com"], {"Peer": None})
     finally:
         store.close()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reopened = MessageStore(path)
@@ -39,7 +40,7 @@ async def test_file_store_is_versioned_and_survives_reopening(tmp_path: Path) ->
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
         MessageStore(path)
@@ -139,3 +140,18 @@ def test_empty_searches_are_refused(query: str) -> None:
 def test_max_messages_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_messages"):
         MessageStore(max_messages=0)
+
+
+def test_an_inbox_never_closed_leaves_no_database_to_the_collector() -> None:
+    """Regression (CI on Python 3.13): an Inbox used as a handler and dropped without
+    close() left its SQLite connection to the garbage collector, which warns."""
+    import gc
+    import warnings
+
+    from smtpwire.server.inbox import Inbox
+
+    inbox = Inbox()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del inbox
+        gc.collect()

@@ -10,6 +10,7 @@ request has to hold a whole big message in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -65,7 +66,9 @@ def created_text(when: datetime) -> str:
 class Database:
     def __init__(self, path: str, max_messages: int | None) -> None:
         self.max_messages = max_messages
-        self.connection = sqlite3.connect(path, isolation_level=None)
+        # Used from the store's one worker thread only; not checked per thread so that
+        # __del__ may close it from whichever thread collects it.
+        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self._prepare(path != ":memory:")
         except sqlite3.DatabaseError as error:
@@ -88,6 +91,14 @@ class Database:
 
     def close(self) -> None:
         self.connection.close()
+
+    def __del__(self) -> None:
+        # An Inbox used as a handler is often never closed: the connection is closed
+        # here rather than left to the collector (Python 3.13 warns of that).
+        connection = getattr(self, "connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     # -- writing ------------------------------------------------------------------
 
