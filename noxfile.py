@@ -133,7 +133,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the three packages (with pytest and cryptography, which the
     test-mail subpackage smtpwire.server.testing uses when they are there)."""
-    session.install("mypy", "pytest>=8", "cryptography", *PACKAGES)
+    # aiohttp: the web inbox (the server's [web] extra) is typed against it.
+    session.install("mypy", "pytest>=8", "cryptography", "aiohttp", *PACKAGES)
     session.run(
         "mypy", "--strict", "-p", "smtpwire.common", "-p", "smtpwire.client",
         "-p", "smtpwire.server",
