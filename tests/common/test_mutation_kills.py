@@ -4,8 +4,6 @@ server's adapter relies on but no other test looked at."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 from smtpwire.common.data import BareNewlinePolicy, DataViolation
@@ -13,10 +11,10 @@ from smtpwire.common.server_rules import (
     STRICT_ASCII,
     CommandGate,
     CommandRefusal,
-    RcptDSN,
     ReceivedCommand,
 )
 from smtpwire.common.server_session import RcptRequest, ServerSession, SessionRules
+from support.session_host import Facts, Host
 
 VERBS = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "DATA", "NOOP", "QUIT", "STARTTLS", "AUTH"})
 
@@ -75,38 +73,6 @@ def test_bad_call_limits_are_refused_with_aiosmtpds_message(limit: object, messa
 
 
 # -- ServerSession ------------------------------------------------------------------------
-
-
-@dataclass
-class Facts:
-    host_name: str | None = None
-    extended_smtp: bool = False
-    authenticated: bool | None = None
-
-
-@dataclass
-class Envelope:
-    mail_from: str | None = None
-    mail_options: list[str] = field(default_factory=list)
-    smtp_utf8: bool = False
-    rcpt_tos: list[str] = field(default_factory=list)
-    rcpt_options: list[str] = field(default_factory=list)
-    dsn_ret: str | None = None
-    dsn_envid: str | None = None
-    rcpt_dsn: dict[str, RcptDSN] = field(default_factory=dict)
-    body_type: str | None = None
-
-
-@dataclass
-class Host:
-    hostname: str = "mx.example"
-    data_size_limit: int | None = 33554432
-    enable_SMTPUTF8: bool = False
-    command_size_limit: int = 512
-    line_length_limit: int = 1001
-    local_part_limit: int = 0
-    session: Facts = field(default_factory=Facts)
-    envelope: Envelope = field(default_factory=Envelope)
 
 
 def machine(rules: SessionRules | None = None, **settings: object) -> ServerSession:

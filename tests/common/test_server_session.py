@@ -7,7 +7,6 @@ answer NOOP, MAIL and RCPT.  Reply texts are aiosmtpd 1.4.6's."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,6 +27,7 @@ from smtpwire.common.server_session import (
     ServerSession,
     SessionRules,
 )
+from support.session_host import Envelope, Facts, Host
 
 HOSTNAME = "mx.example"
 START_DATA = "354 End data with <CR><LF>.<CR><LF>"
@@ -43,44 +43,6 @@ STARTTLS_FIRST = "530 Must issue a STARTTLS command first"
 INSECURE = "554 Command refused due to lack of security"
 OK = "250 OK"
 EHLO_PLAIN = [f"250-{HOSTNAME}", "250-SIZE 33554432", "250-8BITMIME", "250-PIPELINING", "250 HELP"]
-
-
-@dataclass
-class Facts:
-    """aiosmtpd's Session, as far as ServerSession reads it."""
-
-    host_name: str | None = None
-    extended_smtp: bool = False
-    authenticated: bool | None = None
-
-
-@dataclass
-class Envelope:
-    """aiosmtpd's Envelope, as far as ServerSession reads and writes it."""
-
-    mail_from: str | None = None
-    mail_options: list[str] = field(default_factory=list)
-    smtp_utf8: bool = False
-    rcpt_tos: list[str] = field(default_factory=list)
-    rcpt_options: list[str] = field(default_factory=list)
-    dsn_ret: str | None = None
-    dsn_envid: str | None = None
-    rcpt_dsn: dict[str, RcptDSN] = field(default_factory=dict)
-    body_type: str | None = None
-
-
-@dataclass
-class Host:
-    """The SessionHost: the objects the application sees and the server's settings."""
-
-    hostname: str = HOSTNAME
-    data_size_limit: int | None = 33554432
-    enable_SMTPUTF8: bool = False
-    command_size_limit: int = 512
-    line_length_limit: int = 1001
-    local_part_limit: int = 0
-    session: Facts = field(default_factory=Facts)
-    envelope: Envelope = field(default_factory=Envelope)
 
 
 Delivered = tuple[str | None, tuple[str, ...], bytes]
