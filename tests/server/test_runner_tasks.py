@@ -7,6 +7,7 @@ lost or reordered when a runner ends and the next starts."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 from typing import Any
 
@@ -210,10 +211,33 @@ def test_a_failure_in_a_command_started_in_the_callback_becomes_a_reply(with_hoo
 
 
 class Watched(SMTP):
-    """Keeps the handler's deliveries; a message is never delivered half."""
+    """Keeps the handler's deliveries; a message is never delivered half.  Its
+    DATA messages are received by the read callback, with no runner."""
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, hostname=HOST, **kwargs)
+
+
+class WatchedByARunner(Watched):
+    """The same, with a runner waiting for the message's octets (an override of
+    _dispatch sends every command to a runner)."""
+
+    async def _dispatch(self, line: Any, call_limit: Any) -> None:
+        await super()._dispatch(line, call_limit)
+
+
+@pytest.fixture(params=[Watched, WatchedByARunner], ids=["read callback", "runner"])
+def watched(request: pytest.FixtureRequest) -> type[Watched]:
+    kind: type[Watched] = request.param
+    return kind
+
+
+def receiving_a_message(protocol: Watched) -> bool:
+    """Whether the session is inside a DATA message: a runner waits for its
+    octets, or the read callback receives it."""
+    if isinstance(protocol, WatchedByARunner):
+        return protocol._input_waiter is not None
+    return protocol._message_in_callback is not None and not protocol._runner_at_work
 
 
 class Keeper:
@@ -248,9 +272,9 @@ def sessions_ended(server: ServerThread) -> list[str]:
     return result
 
 
-def test_end_of_input_in_a_message_read_across_reads_delivers_nothing() -> None:
+def test_end_of_input_in_a_message_read_across_reads_delivers_nothing(watched: type[Watched]) -> None:
     handler = Keeper()
-    with serving(lambda: Watched(handler)) as server:
+    with serving(lambda: watched(handler)) as server:
         client = start_message(server)
         client.sock.shutdown(socket.SHUT_WR)
         assert read_until_eof(client.sock) == b""
@@ -259,9 +283,9 @@ def test_end_of_input_in_a_message_read_across_reads_delivers_nothing() -> None:
     assert handler.contents == []
 
 
-def test_idle_timeout_in_a_message_read_across_reads() -> None:
+def test_idle_timeout_in_a_message_read_across_reads(watched: type[Watched]) -> None:
     handler = Keeper()
-    with serving(lambda: Watched(handler, timeout=0.3)) as server:
+    with serving(lambda: watched(handler, timeout=0.3)) as server:
         client = start_message(server)
         # Nothing more is sent: the idle timer, not input, ends the message.
         assert (
@@ -272,13 +296,13 @@ def test_idle_timeout_in_a_message_read_across_reads() -> None:
     assert handler.contents == []
 
 
-def test_stopping_the_server_in_a_message_read_across_reads_closes_it() -> None:
+def test_stopping_the_server_in_a_message_read_across_reads_closes_it(watched: type[Watched]) -> None:
     handler = Keeper()
-    server = ServerThread(lambda: Watched(handler))
+    server = ServerThread(lambda: watched(handler))
     server.start()
     try:
         client = start_message(server)
-        assert server.call(lambda: server.protocols[0]._input_waiter is not None)
+        assert server.call(lambda: receiving_a_message(server.protocols[0]))
     finally:
         server.stop()  # aborts the connection and cancels the session task
     client.close()
@@ -288,9 +312,9 @@ def test_stopping_the_server_in_a_message_read_across_reads_closes_it() -> None:
     assert handler.contents == []
 
 
-def test_a_message_read_across_reads_then_a_hook() -> None:
+def test_a_message_read_across_reads_then_a_hook(watched: type[Watched]) -> None:
     handler = Keeper()
-    with serving(lambda: Watched(handler)) as server:
+    with serving(lambda: watched(handler)) as server:
         client = start_message(server)
         client.send(b"\r\nthe rest\r\n.\r\nNOOP\r\n")
         assert [text(reply) for reply in client.replies(2)] == ["250 kept", "250 OK"]
@@ -369,8 +393,9 @@ class MailHook(OnlyDataHook):
 
 def test_commands_of_the_servers_own_code_need_no_runner() -> None:
     """NOOP, MAIL and RCPT with no hook of their own are answered by the sans-I/O
-    session where they arrive; DATA (whose message goes to handle_DATA) takes a
-    runner.  Replies and the delivered envelope are the same either way."""
+    session where they arrive, and so is DATA: its message is received there, and
+    one runner starts at its end to run handle_DATA.  Replies and the delivered
+    envelope are the same either way."""
     handler = OnlyDataHook()
     with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
         assert text(client.reply()).startswith("220 ")
@@ -463,4 +488,91 @@ def test_the_command_lines_server_answers_in_the_read_callback_too() -> None:
         plain = SMTP(Sink(), hostname=HOST, loop=loop)
     finally:
         loop.close()
-    assert session._runnerless_verbs == plain._runnerless_verbs == {b"NOOP", b"MAIL", b"RCPT"}
+    assert session._runnerless_verbs == plain._runnerless_verbs
+    assert plain._runnerless_verbs == {b"NOOP", b"MAIL", b"RCPT", b"DATA"}
+
+
+session_mark: contextvars.ContextVar[str] = contextvars.ContextVar("session_mark", default="")
+
+
+class MarksTheSession:
+    """handle_EHLO sets a contextvar; handle_DATA, the next hook, reads it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool, bytes]] = []
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, lines: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        session_mark.set(f"greeted {hostname}")
+        return lines
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.wait_for(asyncio.sleep(0), WAIT)  # needs a task on 3.12+
+        self.seen.append((session_mark.get(), in_a_task(), envelope.original_content or b""))
+        return "250 seen"
+
+
+@pytest.mark.parametrize("in_one_write", [False, True], ids=["after 354", "with DATA"])
+def test_a_message_received_in_the_read_callback_reaches_handle_data_in_the_session_task(
+    in_one_write: bool,
+) -> None:
+    """DATA's message is received by the read callback; handle_DATA still runs in
+    a task that sees the contextvars of the session's earlier hooks, and the 354
+    goes before the 250 even when the message came in the same read as DATA."""
+    handler = MarksTheSession()
+    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert client.command("EHLO c.example").code == 250
+        protocol = server.protocols[0]
+        before = server.call(lambda: protocol.runners)
+        client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        if in_one_write:
+            client.send(MESSAGE + b".\r\nNOOP\r\n")
+            replies = [text(reply) for reply in client.replies(5)]
+        else:
+            replies = [text(reply) for reply in client.replies(3)]
+            client.send(MESSAGE + b".\r\nNOOP\r\n")
+            replies += [text(reply) for reply in client.replies(2)]
+        assert replies == ["250 OK", "250 OK", GO_AHEAD, "250 seen", "250 OK"]
+        assert server.call(lambda: protocol.runners) == before + 1
+        assert text(client.command("QUIT")) == "221 Bye"
+    assert handler.seen == [("greeted c.example", True, MESSAGE)]
+
+
+class Streams:
+    async def handle_DATA_STREAM(self, server: SMTP, session: Session, stream: Any) -> str:
+        return "250 streamed"
+
+
+@pytest.mark.parametrize(
+    ("handler", "options"),
+    [(Streams(), {}), (Sink(), {"min_data_rate": 100.0})],
+    ids=["handle_DATA_STREAM", "min_data_rate"],
+)
+def test_data_stays_with_a_runner_when_its_message_involves_more(
+    handler: Any, options: dict[str, Any]
+) -> None:
+    """A handler that streams the message runs while it arrives, and the data rate
+    check is a runner's: DATA is not received in the read callback then."""
+    loop = asyncio.new_event_loop()
+    try:
+        server = SMTP(handler, hostname=HOST, loop=loop, **options)
+    finally:
+        loop.close()
+    assert server._runnerless_verbs == {b"NOOP", b"MAIL", b"RCPT"}
+
+
+def test_a_refused_data_in_the_read_callback_is_answered_there() -> None:
+    """DATA with no recipient is refused where it arrives; no runner starts."""
+    with serving(lambda: CountsRunners(Sink())) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert text(client.command("HELO c.example")) == f"250 {HOST}"
+        protocol = server.protocols[0]
+        before = server.call(lambda: protocol.runners)
+        assert text(client.command("DATA")) == "503 Error: need RCPT command"
+        assert text(client.command("MAIL FROM:<a@example.com>")) == "250 OK"
+        assert text(client.command("DATA")) == "503 Error: need RCPT command"
+        assert server.call(lambda: protocol.runners) == before
+        assert text(client.command("QUIT")) == "221 Bye"

@@ -64,6 +64,8 @@ _OK: Final = "250 OK"
 # the cap) is the server's own limit, which a well-behaved client may meet often.
 _PERMANENT: Final = ("5", b"5")
 TOO_MANY_ERRORS: Final = "421 4.7.0 Error: too many errors, closing"
+#: The reply to an accepted DATA (aiosmtpd's text): the message follows.
+START_MAIL_INPUT: Final = "354 End data with <CR><LF>.<CR><LF>"
 _ACCEPTED: Final = ("25", b"25")
 
 

@@ -26,7 +26,7 @@ import contextvars
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from smtpwire.common.buffers import receive_buffer
 from smtpwire.common.data import DataDecoder
@@ -53,6 +53,17 @@ _Coroutine = Coroutine[Any, Any, None]
 _eager_task_factory = getattr(asyncio, "eager_task_factory", None)  # Python 3.12+
 
 
+class MessageInCallback(Protocol):
+    """A message the read callback receives with no runner (see
+    :meth:`Connection._read_message_in_callback`)."""
+
+    def take(self, chunks: list[bytes]) -> None:
+        """Keep decoded content (called from the read callback)."""
+
+    def finish(self) -> _Coroutine:
+        """What the runner does once the message has ended, or input has."""
+
+
 class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     """One client connection's I/O; subclassed by :class:`~smtpwire.server.smtp.SMTP`."""
 
@@ -61,7 +72,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     __slots__ = (
         "_before_tls", "_close_called", "_closing", "_context", "_drain_waiter",
         "_draining", "_guards", "_handler_coroutine", "_idle_since", "_inbound",
-        "_input_waiter", "_message_octets", "_min_data_rate", "_observer", "_outbox",
+        "_input_waiter", "_message_in_callback", "_message_octets", "_min_data_rate",
+        "_observer", "_outbox",
         "_outbox_size", "_reading_paused", "_receive_view", "_received_any",
         "_session_limit", "_starting", "_taken_line", "_timeout_duration",
         "_timeout_handle", "_writing_paused", "loop", "transport",
@@ -92,6 +104,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         self._inbound = inbound  # the session's input framing (sans-I/O)
         # A line the read callback took but left for the next runner to answer.
         self._taken_line: bytes | LineTooLong | None = None
+        # A message being received with no runner; the next runner finishes it.
+        self._message_in_callback: MessageInCallback | None = None
         self._outbox: list[bytes] = []
         self._outbox_size = 0
         self._input_waiter: asyncio.Future[None] | None = None
@@ -151,12 +165,18 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     # -- the runner ---------------------------------------------------------------
 
     @property
-    def _busy(self) -> bool:
+    def _runner_at_work(self) -> bool:
         """Whether a runner is at work (or waiting inside a command)."""
         if self._starting:
             return True
         task = self._handler_coroutine
         return task is not None and not task.done()
+
+    @property
+    def _busy(self) -> bool:
+        """Whether a command is under way: a runner at work, or a message being
+        received in the read callback."""
+        return self._message_in_callback is not None or self._runner_at_work
 
     def _spawn(self, coroutine: _Coroutine, *, eager: bool = False) -> asyncio.Task[None]:
         """Start ``coroutine`` as the runner, in the session's context."""
@@ -202,6 +222,9 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     async def _answer_commands(self) -> None:
         """Answer every complete command line received, then end (the next line
         starts another runner); at the end of input, end the session."""
+        message, self._message_in_callback = self._message_in_callback, None
+        if message is not None and not await self._guarded(message.finish()):
+            return
         inbound = self._inbound
         while not self._closing:
             if self._writing_paused:
@@ -218,20 +241,26 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
                     break
                 self._caught_up()
                 return
-            try:
-                await self._command(line)
-            except asyncio.CancelledError:
-                log.info("%r session cancelled", self._describe_peer())
-                self._close_transport()
-                raise
-            except ConnectionResetError:
-                # Raised by a hook or a command: the client is gone, nothing to answer.
-                log.info("%r connection lost during a command", self._describe_peer())
-                self._close_transport()
+            if not await self._guarded(self._command(line)):
                 return
-            except Exception as error:  # any other failure becomes a reply
-                await self._command_failed(error)
         self._close_transport()
+
+    async def _guarded(self, command: _Coroutine) -> bool:
+        """Run a command; False when the session ends because the client is gone."""
+        try:
+            await command
+        except asyncio.CancelledError:
+            log.info("%r session cancelled", self._describe_peer())
+            self._close_transport()
+            raise
+        except ConnectionResetError:
+            # Raised by a hook or a command: the client is gone, nothing to answer.
+            log.info("%r connection lost during a command", self._describe_peer())
+            self._close_transport()
+            return False
+        except Exception as error:  # any other failure becomes a reply
+            await self._command_failed(error)
+        return True
 
     def _caught_up(self) -> None:
         """Every line received is answered: send the replies, wait for the client."""
@@ -291,6 +320,11 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         if still_reading:
             # The decoder consumes it all; the reader is woken at the end, or when
             # enough content is pending, and reading pauses if it falls behind.
+            message = self._message_in_callback
+            if message is not None:
+                if inbound.worth_taking:
+                    message.take(inbound.take_content())
+                return
             if inbound.worth_taking:
                 if inbound.pending >= 2 * inbound.wake_at:
                     self._pause_reading()
@@ -309,8 +343,26 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(None)
-        elif not self._busy and self._context is not None and not self._answer_without_runner():
+        elif self._runner_at_work or self._context is None:
+            return  # the runner takes it when done
+        elif self._message_in_callback is not None:
+            inbound = self._inbound
+            if not inbound.reading_message or inbound.closed:
+                self._spawn(self._resume(), eager=True)  # to finish the message
+        elif not self._answer_without_runner():
             self._spawn(self._resume(), eager=True)
+
+    def _read_message_in_callback(
+        self, decoder: DataDecoder, message: MessageInCallback, *, wake_at: int
+    ) -> None:
+        """Receive a message in the read callback, with no task: ``message`` takes
+        its content ``wake_at`` octets at a time, and a runner starts only at its
+        end (or at the end of input) to run ``message.finish()``.  Only for a
+        message whose reception involves no code but the server's own."""
+        self._message_octets = 0
+        self._message_in_callback = message
+        self._inbound.begin_message(decoder, wake_at)
+        self._input_arrived()  # the message may be complete already
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._reading_paused:
@@ -345,6 +397,8 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
             guard.cancel()
         self._guards.clear()
         self._wake_reader()
+        if self._message_in_callback is not None:
+            self._input_arrived()  # a runner ends the message cut short
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -535,7 +589,7 @@ class Connection(asyncio.BufferedProtocol, asyncio.Protocol):
     @property
     def _waiting_for_client(self) -> bool:
         """Whether the session waits on the client (for input, or to read replies)."""
-        return self._input_waiter is not None or self._draining or not self._busy
+        return self._input_waiter is not None or self._draining or not self._runner_at_work
 
     def _check_idle(self) -> None:
         self._timeout_handle = None

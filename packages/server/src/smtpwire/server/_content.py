@@ -34,6 +34,10 @@ class Accumulated:
     async def write(self, data: bytes) -> None:
         self._buffer.write(data)
 
+    def append(self, data: bytes) -> None:
+        """``write`` for a caller that is not a coroutine (the read callback)."""
+        self._buffer.write(data)
+
     def value(self) -> bytes:
         value = self._buffer.getvalue()
         self._buffer = io.BytesIO()

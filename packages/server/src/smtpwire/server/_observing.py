@@ -18,6 +18,7 @@ from typing import Any, cast
 from smtpwire.common.errors import ProtocolError
 from smtpwire.common.mail_parameters import parse_bdat
 from smtpwire.common.server_input import ExactBytes, Inbound
+from smtpwire.common.server_session import START_MAIL_INPUT
 
 from ._connection import Connection
 from ._content import MessageContent
@@ -27,8 +28,6 @@ from .session import Envelope, PeerType
 __all__ = ["ObserverMixin", "sanitize"]
 
 log = logging.getLogger("mail.log")
-
-_DATA_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
 
 
 class ObserverMixin:
@@ -121,7 +120,7 @@ class ObserverMixin:
         drop = intervention.drop
         if drop is Drop.DURING_DATA:
             if command == "DATA":
-                await self._reply(_DATA_GO_AHEAD)
+                await self._reply(START_MAIL_INPUT)
                 await self._flush_and_drain()
                 if not self._inbound.buffered:
                     await self._wait_for_input()  # the message starts to arrive

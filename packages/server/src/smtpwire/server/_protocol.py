@@ -23,7 +23,12 @@ from typing import Any, ClassVar, Final
 
 from smtpwire.common.lines import LineTooLong
 from smtpwire.common.server_rules import CommandRefusal
-from smtpwire.common.server_session import TOO_MANY_ERRORS, ServerSession, SessionRules
+from smtpwire.common.server_session import (
+    START_MAIL_INPUT,
+    TOO_MANY_ERRORS,
+    ServerSession,
+    SessionRules,
+)
 
 from ._auth import AuthMixin, CramMD5Secret
 from ._connection import Connection
@@ -57,6 +62,14 @@ ERROR_LIMIT_MODERN: Final = 20
 #: Modern mode's reply to a command whose handler failed: temporary (RFC 3463
 #: 4.3.0, "other or undefined mail system status"), with nothing of the error.
 INTERNAL_ERROR: Final = "451 4.3.0 Error: internal server error"
+
+
+# The hooks that run while a verb is answered, where not only its own: DATA's
+# content reaches handle_DATA_STREAM as it arrives, while handle_DATA runs once
+# the message is in (in a runner), so it does not keep DATA from the read callback.
+_HOOKS_DURING_COMMAND: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {"DATA": frozenset({"DATA_STREAM"})}
+)
 
 
 class TLSSetupException(Exception):
@@ -249,6 +262,9 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0 (or None: no limit)")
         self._runnerless_verbs = self._verbs_without_hooks_or_overrides(observer)
+        if min_data_rate is not None:
+            # Its check is set up by a runner reading the message.
+            self._runnerless_verbs -= {b"DATA"}
         self._init_connection(
             self._state_machine.inbound,
             timeout=timeout,
@@ -281,7 +297,8 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
         return frozenset(
             verb.encode("ascii")
             for verb, method in self._RUNNERLESS_COMMANDS.items()
-            if self._smtp_methods.get(verb) is method and verb not in self._hooks.names
+            if self._smtp_methods.get(verb) is method
+            and self._hooks.names.keys().isdisjoint(_HOOKS_DURING_COMMAND.get(verb, {verb}))
         )
 
     # aiosmtpd's public settings, which a subclass may change after __init__: the
@@ -464,6 +481,14 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
                 if isinstance(screened, CommandRefusal):
                     self._log_refusal(screened)
                     reply = screened.reply
+                elif screened[0] == "DATA":
+                    refusal = machine.transaction_refusal() or machine.data(screened[1])
+                    if refusal is None:
+                        self._queue_reply(START_MAIL_INPUT)
+                        self._caught_up()
+                        self._receive_data_in_callback()
+                        return True
+                    reply = refusal
                 else:
                     answer = machine.answer(screened)
                     assert answer is not None  # noqa: S101 - answer() covers every such verb
@@ -497,6 +522,10 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
         return self._received_any
 
     async def _implicit_handshake(self) -> bool:
+        raise NotImplementedError
+
+    def _receive_data_in_callback(self) -> None:
+        """After 354: receive the message with no runner (SMTP provides it)."""
         raise NotImplementedError
 
     async def _dispatch(

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from smtpwire.common.data import DataDecoder
 from smtpwire.common.server_commands import (
     BARE_NEWLINE_IN_DATA,
     CommandSyntax,
@@ -36,6 +37,7 @@ from smtpwire.common.server_rules import (
     STRICT_ASCII,
     decode_text,
 )
+from smtpwire.common.server_session import START_MAIL_INPUT
 
 from ._auth import VALID_AUTHMECH, auth_mechanism, login_always_fail
 from ._content import Accumulated, MessageContent, Streamed
@@ -336,7 +338,7 @@ class SMTP(SessionProtocol):
         if (refusal := self._state_machine.data(arg)) is not None:
             await self._reply(refusal)
             return
-        await self._reply("354 End data with <CR><LF>.<CR><LF>")
+        await self._reply(START_MAIL_INPUT)
         await self._receive_data()
 
     @syntax("BDAT <size> [LAST]")
@@ -407,7 +409,23 @@ class SMTP(SessionProtocol):
         """Read a DATA message through its terminator, then deliver or refuse it."""
         decoder = self._state_machine.data_decoder()
         content = self._open_content()
-        if not await self._read_message(decoder, content.write, wake_at=content.wake_at):
+        complete = await self._read_message(decoder, content.write, wake_at=content.wake_at)
+        await self._data_received(decoder, content, complete=complete)
+
+    def _receive_data_in_callback(self) -> None:
+        # For handle_DATA (or no hook): the message is kept whole in any case, and
+        # its reception runs no application code, so no task waits for its octets.
+        decoder = self._state_machine.data_decoder()
+        content = Accumulated()
+        message = _DataInCallback(self, decoder, content)
+        self._read_message_in_callback(decoder, message, wake_at=content.wake_at)
+
+    async def _data_received(
+        self, decoder: DataDecoder, content: MessageContent, *, complete: bool
+    ) -> None:
+        """Deliver or refuse a DATA message that ended (or was cut short: not
+        ``complete``)."""
+        if not complete:
             log.info("%r connection lost during DATA", self._describe_peer())
             content.abort("connection lost")
             self._set_post_data_state()
@@ -514,8 +532,38 @@ class SMTP(SessionProtocol):
 
 
 SMTP._RUNNERLESS_COMMANDS = MappingProxyType(
-    {"NOOP": SMTP.smtp_NOOP, "MAIL": SMTP.smtp_MAIL, "RCPT": SMTP.smtp_RCPT}
+    {
+        "NOOP": SMTP.smtp_NOOP,
+        "MAIL": SMTP.smtp_MAIL,
+        "RCPT": SMTP.smtp_RCPT,
+        "DATA": SMTP.smtp_DATA,
+    }
 )
+
+
+class _DataInCallback:
+    """A DATA message received by the read callback (see
+    :meth:`SMTP._receive_data_in_callback`); the runner started at its end
+    delivers it, in a task like every hook."""
+
+    __slots__ = ("_content", "_decoder", "_server")
+
+    def __init__(self, server: SMTP, decoder: DataDecoder, content: Accumulated) -> None:
+        self._server = server
+        self._decoder = decoder
+        self._content = content
+
+    def take(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._content.append(chunk)
+
+    async def finish(self) -> None:
+        inbound = self._server._inbound
+        self.take(inbound.take_content())
+        complete = not inbound.reading_message
+        if not complete:
+            inbound.abandon_message()
+        await self._server._data_received(self._decoder, self._content, complete=complete)
 
 
 def _deprecated(hook: str, old: str) -> None:
