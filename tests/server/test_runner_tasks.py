@@ -272,7 +272,9 @@ def sessions_ended(server: ServerThread) -> list[str]:
     return result
 
 
-def test_end_of_input_in_a_message_read_across_reads_delivers_nothing(watched: type[Watched]) -> None:
+def test_end_of_input_in_a_message_read_across_reads_delivers_nothing(
+    watched: type[Watched],
+) -> None:
     handler = Keeper()
     with serving(lambda: watched(handler)) as server:
         client = start_message(server)
@@ -296,7 +298,9 @@ def test_idle_timeout_in_a_message_read_across_reads(watched: type[Watched]) -> 
     assert handler.contents == []
 
 
-def test_stopping_the_server_in_a_message_read_across_reads_closes_it(watched: type[Watched]) -> None:
+def test_stopping_the_server_in_a_message_read_across_reads_closes_it(
+    watched: type[Watched],
+) -> None:
     handler = Keeper()
     server = ServerThread(lambda: watched(handler))
     server.start()
