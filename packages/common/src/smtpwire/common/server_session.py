@@ -266,10 +266,15 @@ class ServerSession:
 
     def transaction_refusal(self, helo: str = "HELO") -> str | None:
         """aiosmtpd's ``check_helo_needed`` then ``check_auth_needed``, as replies."""
-        session = self._host.session
-        if not session.host_name:
-            return f"503 Error: send {helo} first"
-        if self.rules.auth_required and not session.authenticated:
+        return self.helo_refusal(helo) or self.auth_refusal()
+
+    def helo_refusal(self, helo: str = "HELO") -> str | None:
+        """The refusal of a command that needs a greeting first (``helo`` names it)."""
+        return None if self._host.session.host_name else f"503 Error: send {helo} first"
+
+    def auth_refusal(self) -> str | None:
+        """The refusal of a command that needs AUTH first, when the server requires it."""
+        if self.rules.auth_required and not self._host.session.authenticated:
             return "530 5.7.0 Authentication required"
         return None
 

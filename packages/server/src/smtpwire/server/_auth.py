@@ -34,6 +34,7 @@ from smtpwire.common.sasl import (
     cram_md5_verify,
     decode_cram_md5,
 )
+from smtpwire.common.server_session import ServerSession
 
 from ._discovery import SharedTables, method_names
 from ._syntax import syntax
@@ -179,6 +180,7 @@ class AuthMixin:
     event_handler: Any
     hostname: str
     _tls_protocol: Any  # true once the connection is encrypted
+    _state_machine: ServerSession
 
     async def _reply(self, status: str | bytes) -> None:
         raise NotImplementedError
@@ -234,9 +236,10 @@ class AuthMixin:
         return None
 
     async def check_auth_needed(self, caller_method: str) -> bool:
-        if self._auth_required and not self.session.authenticated:
+        refusal = self._state_machine.auth_refusal()
+        if refusal is not None:
             log.info("%s: Authentication required", caller_method)
-            await self._reply("530 5.7.0 Authentication required")
+            await self._reply(refusal)
             return True
         return False
 

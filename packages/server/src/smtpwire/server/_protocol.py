@@ -604,17 +604,16 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
     def _may_refuse_transaction(self) -> bool:
         """Whether check_helo_needed or check_auth_needed could refuse a command of
         the transaction now; False spares MAIL, RCPT and DATA awaiting both."""
-        session = self.session
         return (
-            not session.host_name
-            or (self._auth_required and not session.authenticated)
+            self._state_machine.transaction_refusal() is not None
             or type(self).check_helo_needed is not SessionProtocol.check_helo_needed
             or type(self).check_auth_needed is not SessionProtocol.check_auth_needed
         )
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
-        if not self.session.host_name:
-            await self._reply(f"503 Error: send {helo} first")
+        refusal = self._state_machine.helo_refusal(helo)
+        if refusal is not None:
+            await self._reply(refusal)
             return True
         return False
 
