@@ -14,8 +14,13 @@ repeated ``--repeat`` times with the clients alternating:
   SMTPPool(max_connections=10) with a task per message, ten aiosmtplib clients,
   and ``smtp-source -s 10``.
 
-Prints msg/s (median, min-max) and the ratios of smtpwire to each anchor;
-``--json`` also writes them to a file.
+The Python clients run on asyncio's own event loop and, where uvloop is
+installed, on uvloop's too (the rows marked "uvloop").
+
+Prints, per client, msg/s (median, min-max), the client's CPU time per message
+(user + system of this process, or of smtp-source, over the run: the receiver's
+is not counted) and the ratios of smtpwire to each anchor; ``--json`` also
+writes them to a file.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import smtplib
 import socket
@@ -45,6 +51,12 @@ except ImportError:  # the anchor: one clear line rather than a traceback
         "aiosmtplib is not installed: pip install aiosmtplib "
         "(or run the benchmarks with: python3 -m nox -s bench)"
     ) from None
+
+new_uvloop: Callable[[], asyncio.AbstractEventLoop] | None
+try:
+    from uvloop import new_event_loop as new_uvloop
+except ImportError:  # measured on asyncio's loop only
+    new_uvloop = None
 
 SENDER = "bench@example.org"
 RECIPIENT = "sink@example.org"
@@ -140,10 +152,30 @@ def smtp_source(sessions: int) -> Callable[[int, int], Coroutine[Any, Any, None]
     return run
 
 
-def measure(run: Callable[[int, int], Coroutine[Any, Any, None]], port: int, count: int) -> float:
-    started = time.perf_counter()
-    asyncio.run(run(port, count))
-    return count / (time.perf_counter() - started)
+Run = Callable[[int, int], Coroutine[Any, Any, None]]
+Client = tuple[Run, str]  # the client's code, and the event loop it runs on
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (smtp-source)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def measure(client: Client, port: int, count: int) -> tuple[float, float]:
+    """msg/s and the client's CPU µs per message of one run."""
+    run, loop_name = client
+    loop = new_uvloop() if loop_name == "uvloop" and new_uvloop else asyncio.new_event_loop()
+    cpu, started = cpu_seconds(), time.perf_counter()
+    try:
+        loop.run_until_complete(run(port, count))
+    finally:
+        loop.close()
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    return count / elapsed, cpu / count * 1e6
 
 
 def main() -> None:
@@ -156,7 +188,7 @@ def main() -> None:
     receivers = list(RECEIVERS) if options.into == "all" else [options.into]
     if "smtp-sink" in receivers and shutil.which("smtp-sink", path="/usr/sbin") is None:
         raise SystemExit("smtp-sink not found: install Debian's postfix (see DESIGN.md)")
-    results: dict[str, dict[str, dict[str, list[float]]]] = {}
+    results: dict[str, Results] = {}
     for receiver in receivers:
         results[receiver] = run_scenarios(RECEIVERS[receiver], options.messages, options.repeat)
         report(receiver, results[receiver], options.messages)
@@ -165,52 +197,70 @@ def main() -> None:
         options.json.write_text(json.dumps(results, indent=2))
 
 
-def run_scenarios(
-    command: Callable[[int], list[str]], messages: int, repeat: int
-) -> dict[str, dict[str, list[float]]]:
-    scenarios: dict[str, dict[str, Callable[[int, int], Coroutine[Any, Any, None]]]] = {
-        "one connection": {
-            "smtpwire": smtpwire_one, "aiosmtplib": aiosmtplib_one,
-            "smtplib": smtplib_one, "smtp-source": smtp_source(1),
-        },
+# scenario -> client -> {"msg_per_s": [...], "cpu_us_per_msg": [...]}, one per repetition
+Results = dict[str, dict[str, dict[str, list[float]]]]
+
+
+def scenarios() -> dict[str, dict[str, Client]]:
+    """The clients of each scenario; the Python ones on both loops where uvloop is."""
+    python_clients = {
+        "one connection": {"smtpwire": smtpwire_one, "aiosmtplib": aiosmtplib_one},
         "ten connections": {
             "smtpwire": smtpwire_ten, "smtpwire pool": smtpwire_pool, "aiosmtplib": aiosmtplib_ten,
-            "smtp-source": smtp_source(10),
         },
     }  # fmt: skip
-    if not Path("/usr/sbin/smtp-source").exists():
-        for clients in scenarios.values():
-            del clients["smtp-source"]
+    loops = ["asyncio", "uvloop"] if new_uvloop is not None else ["asyncio"]
+    chosen: dict[str, dict[str, Client]] = {}
+    for scenario, clients in python_clients.items():
+        chosen[scenario] = {
+            name if loop == "asyncio" else f"{name} uvloop": (run, loop)
+            for loop in loops
+            for name, run in clients.items()
+        }
+    chosen["one connection"]["smtplib"] = (smtplib_one, "asyncio")
+    if Path("/usr/sbin/smtp-source").exists():
+        chosen["one connection"]["smtp-source"] = (smtp_source(1), "asyncio")
+        chosen["ten connections"]["smtp-source"] = (smtp_source(10), "asyncio")
+    return chosen
+
+
+def run_scenarios(command: Callable[[int], list[str]], messages: int, repeat: int) -> Results:
     port = free_port()
     receiver = start_receiver(command(port), port)
-    results: dict[str, dict[str, list[float]]] = {}
+    results: Results = {}
     try:
-        for scenario, clients in scenarios.items():
-            rates: dict[str, list[float]] = {name: [] for name in clients}
+        for scenario, clients in scenarios().items():
+            runs: dict[str, dict[str, list[float]]] = {
+                name: {"msg_per_s": [], "cpu_us_per_msg": []} for name in clients
+            }
             for _ in range(repeat):
-                for name, run in clients.items():
-                    rates[name].append(measure(run, port, messages))
-            results[scenario] = rates
+                for name, client in clients.items():
+                    rate, cpu = measure(client, port, messages)
+                    runs[name]["msg_per_s"].append(rate)
+                    runs[name]["cpu_us_per_msg"].append(cpu)
+            results[scenario] = runs
     finally:
         receiver.terminate()
         receiver.wait(10)
     return results
 
 
-def report(receiver: str, results: dict[str, dict[str, list[float]]], messages: int) -> None:
-    print(f"\nS2 client throughput into {receiver}, {messages} messages of 1 KiB, msg/s")
-    for scenario, rates in results.items():
-        print(f"\n{scenario}:")
-        medians = {name: statistics.median(values) for name, values in rates.items()}
-        for name, values in rates.items():
-            print(f"  {name:14} {medians[name]:8.0f}  ({min(values):.0f}-{max(values):.0f})")
-        for ours in (name for name in rates if name.startswith("smtpwire")):
+def report(receiver: str, results: Results, messages: int) -> None:
+    print(f"\nS2 client throughput into {receiver}, {messages} messages of 1 KiB")
+    for scenario, runs in results.items():
+        print(f"\n{scenario}:{'msg/s (min-max)':>31}   client CPU µs/msg")
+        medians = {name: statistics.median(run["msg_per_s"]) for name, run in runs.items()}
+        for name, run in runs.items():
+            rates, cpu = run["msg_per_s"], statistics.median(run["cpu_us_per_msg"])
+            spread = f"({min(rates):.0f}-{max(rates):.0f})"
+            print(f"  {name:20} {medians[name]:8.0f} {spread:>15}   {cpu:8.1f}")
+        for ours in (name for name in runs if name.startswith("smtpwire")):
             ratios = "  ".join(
                 f"/{anchor} {medians[ours] / medians[anchor]:.2f}x"
-                for anchor in rates
+                for anchor in runs
                 if not anchor.startswith("smtpwire")
             )
-            print(f"  {ours:14} {ratios}")
+            print(f"  {ours:20} {ratios}")
 
 
 if __name__ == "__main__":
