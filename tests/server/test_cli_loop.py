@@ -181,3 +181,36 @@ def test_uvloop_serves_on_a_uvloop_loop(with_reporter: dict[str, str], choice: s
     loop_class, startup = serving_loop("--loop", choice, env=with_reporter)
     assert loop_class == "uvloop.Loop"
     assert "; uvloop" in startup
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", pytest.param("uvloop", marks=NEEDS_UVLOOP)])
+@POSIX_ONLY
+def test_the_startup_line_is_said_once_the_loop_runs(loop_kind: str) -> None:
+    """Regression: the startup line (or a worker's announcement to its supervisor)
+    was said between the loop's run for start_serving() and run_forever().  uvloop
+    drops a signal that arrives there, so a SIGTERM sent as soon as the line was
+    seen was lost and a --workers worker never stopped (seen in CI, 1 run in ~20)."""
+    from smtpwire.server._cli_serving import serve
+
+    if loop_kind == "uvloop":
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    said_while_running: list[bool] = []
+
+    def announce(line: str) -> None:
+        said_while_running.append(loop.is_running())
+        loop.stop()  # as a signal would
+
+    try:
+        server = loop.run_until_complete(
+            loop.create_server(asyncio.Protocol, "127.0.0.1", 0, start_serving=False)
+        )
+        serve(loop, server, "listening", announce)
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+    finally:
+        loop.close()
+    assert said_while_running == [True]

@@ -417,16 +417,21 @@ def serve(
         installed.append(signum)
     try:
         loop.run_until_complete(server.start_serving())
-        # Only now: whoever waits for this line may signal us at once.
-        if announce is None:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            announce(line)
+        # Said only once the loop runs: whoever waits for this line may signal us at
+        # once, and uvloop drops a signal that arrives between two runs of its loop.
+        loop.call_soon(_announce, line, announce)
         with suppress(KeyboardInterrupt):
             loop.run_forever()
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+def _announce(line: str, announce: Callable[[str], None] | None) -> None:
+    if announce is None:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        announce(line)
 
 
 def _stop(loop: asyncio.AbstractEventLoop, signum: int) -> None:
