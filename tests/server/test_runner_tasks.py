@@ -7,8 +7,10 @@ lost or reordered when a runner ends and the next starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -378,6 +380,15 @@ class CountsRunners(SMTP):
         return super()._spawn(coroutine, eager=eager)
 
 
+@contextlib.contextmanager
+def greeted(handler: Any) -> Iterator[tuple[ServerThread, RawClient, CountsRunners]]:
+    """A CountsRunners server for ``handler``, and a client past EHLO."""
+    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
+        assert text(client.reply()).startswith("220 ")
+        assert client.command("EHLO c.example").code == 250
+        yield server, client, server.protocols[0]
+
+
 class OnlyDataHook:
     def __init__(self) -> None:
         self.delivered: list[tuple[str | None, list[str]]] = []
@@ -401,10 +412,7 @@ def test_commands_of_the_servers_own_code_need_no_runner() -> None:
     one runner starts at its end to run handle_DATA.  Replies and the delivered
     envelope are the same either way."""
     handler = OnlyDataHook()
-    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
-        assert text(client.reply()).startswith("220 ")
-        assert client.command("EHLO c.example").code == 250
-        protocol = server.protocols[0]
+    with greeted(handler) as (server, client, protocol):
         before = server.call(lambda: protocol.runners)
         client.send(b"NOOP\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
         assert [text(reply) for reply in client.replies(3)] == ["250 OK"] * 3
@@ -526,10 +534,7 @@ def test_a_message_received_in_the_read_callback_reaches_handle_data_in_the_sess
     a task that sees the contextvars of the session's earlier hooks, and the 354
     goes before the 250 even when the message came in the same read as DATA."""
     handler = MarksTheSession()
-    with serving(lambda: CountsRunners(handler)) as server, RawClient(server.port) as client:
-        assert text(client.reply()).startswith("220 ")
-        assert client.command("EHLO c.example").code == 250
-        protocol = server.protocols[0]
+    with greeted(handler) as (server, client, protocol):
         before = server.call(lambda: protocol.runners)
         client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
         if in_one_write:
