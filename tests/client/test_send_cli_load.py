@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -15,7 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.client_harness import Sink, free_port
+from smtpwire.server.lmtp import LMTP as ServerLMTP
+from smtpwire.server.smtp import SMTP as ServerSMTP
+from support.client_harness import Sink, free_port, smtp_server
 from support.server import ServerThread
 
 WAIT = 120.0  # bound on each child process (a thousand messages included)
@@ -61,6 +64,51 @@ def test_refusals_are_counted_and_set_the_status(server: ServerThread, sink: Sin
         "nobody@example.com (550 5.1.1 No such user)"
     ]
     assert sink.messages == []
+
+
+def test_lmtp_load_gets_every_recipients_result() -> None:
+    """--count with --lmtp: the pool's connections speak LMTP, and no message is
+    pipelined behind another (each ends with one reply per recipient)."""
+    sink = Sink()
+    with smtp_server(sink, cls=ServerLMTP, pipelining=True) as server:
+        result = run_send(
+            "--server", f"127.0.0.1:{server.port}", "--lmtp", *ENVELOPE,
+            "--to", "carl@example.com", "--count", "60", "--concurrency", "4",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("sent 60, refused 0, failed 0 in ")
+    assert [recipients for _, recipients, _ in sink.messages] == [
+        ["bart@example.com", "carl@example.com"]
+    ] * 60
+    assert len({email.message_from_bytes(c)["Message-ID"] for _, _, c in sink.messages}) == 60
+
+
+class SeesPipelining(ServerSMTP):
+    """Counts the reads that hold more than one envelope command (MAIL, RCPT,
+    DATA), i.e. commands the client did not wait to see answered."""
+
+    pipelined_reads = 0
+
+    def data_received(self, data: bytes) -> None:
+        if len(re.findall(rb"^(?:MAIL|RCPT|DATA)\b", data, re.MULTILINE)) > 1:
+            SeesPipelining.pipelined_reads += 1
+        super().data_received(data)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["default", "--no-pipelining"])
+def test_load_without_pipelining_sends_one_command_at_a_time(pipelining: bool) -> None:
+    sink = Sink()
+    SeesPipelining.pipelined_reads = 0
+    flag = [] if pipelining else ["--no-pipelining"]
+    with smtp_server(sink, cls=SeesPipelining, pipelining=True) as server:
+        result = run_send(
+            "--server", f"127.0.0.1:{server.port}", *ENVELOPE, *flag,
+            "--count", "30", "--concurrency", "3",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(sink.messages) == 30
+    # The default pipelines (so the count can see it); --no-pipelining never does.
+    assert (SeesPipelining.pipelined_reads > 0) is pipelining
 
 
 def test_a_dead_server_stops_the_run() -> None:

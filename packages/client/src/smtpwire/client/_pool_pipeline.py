@@ -38,6 +38,7 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from .lmtp import LMTP
 from .response import SMTPResponse
 from .smtp import SMTP
 
@@ -137,8 +138,9 @@ class JobQueue:
 def transaction_for(client: SMTP, job: Job) -> Transaction | None:
     """The transaction ``sendmail`` would send for ``job``, when it can be pipelined
     behind another message: an in-memory message sent with DATA on a PIPELINING
-    server, no SMTPUTF8 (its checks stay in sendmail) and no transaction opened by
-    mail().  None: send it with ``sendmail``.  Bad input raises what ``sendmail``
+    server, no SMTPUTF8 (its checks stay in sendmail), no transaction opened by
+    mail(), and not LMTP (whose replies after a message are one per recipient).
+    None: send it with ``sendmail``.  Bad input raises what ``sendmail``
     raises, before anything is written."""
     if job.message_headers:
         job.prepare(client)
@@ -149,6 +151,7 @@ def transaction_for(client: SMTP, job: Job) -> Transaction | None:
         or "BODY=BINARYMIME" in upper
         or "SMTPUTF8" in upper
         or client._transaction_open
+        or isinstance(client, LMTP)
         or not client.supports_extension("pipelining")
     ):
         return None

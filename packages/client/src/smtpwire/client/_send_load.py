@@ -23,7 +23,7 @@ from ._send_errors import (
 )
 from ._send_options import SendOptions
 from ._send_output import Output, Progress
-from ._send_session import client_options, send_with, server_address
+from ._send_session import client_factory, client_options, send_with, server_address
 from .errors import SMTPAuthenticationError, SMTPConnectError, SMTPException
 from .pool import SMTPPool
 
@@ -78,8 +78,11 @@ class _Run:
 
 
 async def send_many(options: SendOptions, output: Output) -> ExitStatus:
+    # No transcript: the connections' lines would interleave.
+    quiet = Output(min(output.verbosity, 0), output.stdout, output.stderr)
     pool = SMTPPool(
         max_connections=options.concurrency,
+        client_factory=client_factory(options.transport, quiet),
         **client_options(options.transport, options.credentials),
     )
     where = server_address(options.transport)

@@ -170,7 +170,7 @@ def parse(argv: Sequence[str], prog: str = "smtpwire-send") -> SendOptions:
     arguments = build_parser(prog).parse_args(list(argv))
     transport = _transport(arguments)
     content = _content(arguments)
-    count, concurrency = _load(arguments, transport)
+    count, concurrency = _load(arguments)
     return SendOptions(
         transport=transport,
         content=content,
@@ -235,14 +235,10 @@ def _transport(arguments: argparse.Namespace) -> Transport:
     )  # fmt: skip
 
 
-def _load(arguments: argparse.Namespace, transport: Transport) -> tuple[int, int]:
+def _load(arguments: argparse.Namespace) -> tuple[int, int]:
     count, concurrency = arguments.count, arguments.concurrency
     if count < 1 or concurrency < 1:
         raise UsageError("--count and --concurrency must be at least 1")
-    if count > 1 and (transport.lmtp or transport.pipelining is False):
-        # Many messages go through SMTPPool, whose connections are plain SMTP
-        # clients: it can neither speak LMTP nor be kept from pipelining.
-        raise UsageError("--count above 1 cannot be combined with --lmtp or --no-pipelining")
     return count, min(concurrency, count)
 
 

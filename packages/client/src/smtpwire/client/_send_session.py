@@ -5,6 +5,8 @@ the options require, log in, send, quit; each step's failure becomes a
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from ._send_errors import (
@@ -24,7 +26,14 @@ from .pool import SMTPPool
 from .response import SMTPResponse
 from .smtp import SMTP
 
-__all__ = ["client_options", "mail_options", "send_one", "send_with", "server_address"]
+__all__ = [
+    "client_factory",
+    "client_options",
+    "mail_options",
+    "send_one",
+    "send_with",
+    "server_address",
+]
 
 
 def client_options(transport: Transport, credentials: Credentials | None) -> dict[str, Any]:
@@ -55,6 +64,15 @@ def client_options(transport: Transport, credentials: Credentials | None) -> dic
     return options
 
 
+def client_factory(transport: Transport, output: Output) -> Callable[..., SMTP]:
+    """The client for these options, to be called with SMTP's keywords: LMTP or
+    SMTP, writing its transcript to ``output``, blind to PIPELINING with
+    --no-pipelining."""
+    cls = TranscriptLMTP if transport.lmtp else TranscriptSMTP
+    hide = frozenset({"pipelining"}) if transport.pipelining is False else frozenset()
+    return functools.partial(cls, output=output, hide=hide)
+
+
 def mail_options(transport: Transport, content: Content) -> list[str]:
     # A raw message's non-ASCII addresses need SMTPUTF8 asked for (send_message
     # finds that out by itself for a built one).
@@ -65,14 +83,9 @@ def mail_options(transport: Transport, content: Content) -> list[str]:
 
 async def send_one(options: SendOptions, output: Output) -> ExitStatus:
     transport = options.transport
-    cls = TranscriptLMTP if transport.lmtp else TranscriptSMTP
     # Credentials are used by hand after connecting (to honour --auth MECHANISM),
     # not given to the constructor, which would log in by its own choice.
-    client = cls(
-        output=output,
-        hide=frozenset({"pipelining"}) if transport.pipelining is False else frozenset(),
-        **client_options(transport, None),
-    )
+    client = client_factory(transport, output)(**client_options(transport, None))
     try:
         await _connect(client, transport, output)
         _require_extensions(client, transport)

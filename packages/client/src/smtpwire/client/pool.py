@@ -58,7 +58,13 @@ class _Idle:
 
 class SMTPPool:
     """``SMTPPool(hostname=..., port=..., max_connections=10, ...)``; the other
-    keyword arguments are :class:`~smtpwire.client.smtp.SMTP`'s."""
+    keyword arguments are :class:`~smtpwire.client.smtp.SMTP`'s.
+
+    ``client_factory`` makes each connection's client from those keywords: by
+    default :class:`~smtpwire.client.smtp.SMTP`; e.g.
+    :class:`~smtpwire.client.lmtp.LMTP` for an LMTP server (its messages are not
+    pipelined one behind another: each has one reply per recipient), or a
+    subclass of either."""
 
     def __init__(
         self,
@@ -67,6 +73,7 @@ class SMTPPool:
         max_messages_per_connection: int = 100,
         idle_timeout: float = 60.0,
         check_after: float = 1.0,
+        client_factory: Callable[..., SMTP] = SMTP,
         **smtp_options: Any,
     ) -> None:
         if max_connections < 1:
@@ -78,7 +85,8 @@ class SMTPPool:
         self.idle_timeout = idle_timeout
         self.check_after = check_after
         self._smtp_options = smtp_options
-        SMTP(**smtp_options)  # refuse a bad configuration now, not at the first send
+        self._client_factory = client_factory
+        client_factory(**smtp_options)  # refuse a bad configuration now, not at the first send
         self._slots: asyncio.Semaphore | None = None
         self._idle: list[_Idle] = []
         self._queue = JobQueue()
@@ -254,7 +262,7 @@ class SMTPPool:
                 entry.client.close()
                 continue
             return entry.client, entry.sent
-        client = SMTP(**self._smtp_options)
+        client = self._client_factory(**self._smtp_options)
         await client.connect()
         return client, 0
 
