@@ -585,3 +585,16 @@ def test_a_refused_data_in_the_read_callback_is_answered_there() -> None:
         assert text(client.command("DATA")) == "503 Error: need RCPT command"
         assert server.call(lambda: protocol.runners) == before
         assert text(client.command("QUIT")) == "221 Bye"
+
+
+def test_connections_share_their_set_of_verbs_answered_in_the_callback() -> None:
+    """One set per kind of connection, not one per connection (S4: every idle
+    connection carried its own, about 200 bytes)."""
+    loop = asyncio.new_event_loop()
+    try:
+        first, second = (SMTP(Sink(), hostname=HOST, loop=loop) for _ in range(2))
+        rated = SMTP(Sink(), hostname=HOST, loop=loop, min_data_rate=100.0)
+    finally:
+        loop.close()
+    assert first._runnerless_verbs is second._runnerless_verbs
+    assert rated._runnerless_verbs == first._runnerless_verbs - {b"DATA"}

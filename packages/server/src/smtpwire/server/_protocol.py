@@ -24,7 +24,6 @@ from typing import Any, ClassVar, Final
 from smtpwire.common.lines import LineTooLong
 from smtpwire.common.server_rules import CommandRefusal
 from smtpwire.common.server_session import (
-    START_MAIL_INPUT,
     TOO_MANY_ERRORS,
     ServerSession,
     SessionRules,
@@ -38,6 +37,7 @@ from ._log_lines import command_text
 from ._modern import RCPT_LIMIT_DEFAULT, BareNewlinePolicy, Extensions, with_enhanced_code
 from ._observing import ObserverMixin
 from ._proxy_session import ProxyHeaderMixin
+from ._read_callback import answer_in_callback, runnerless_verbs
 from .auth_limits import AuthFailureLimiter
 from .observe import Observer
 from .session import (
@@ -62,14 +62,6 @@ ERROR_LIMIT_MODERN: Final = 20
 #: Modern mode's reply to a command whose handler failed: temporary (RFC 3463
 #: 4.3.0, "other or undefined mail system status"), with nothing of the error.
 INTERNAL_ERROR: Final = "451 4.3.0 Error: internal server error"
-
-
-# The hooks that run while a verb is answered, where not only its own: DATA's
-# content reaches handle_DATA_STREAM as it arrives, while handle_DATA runs once
-# the message is in (in a runner), so it does not keep DATA from the read callback.
-_HOOKS_DURING_COMMAND: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
-    {"DATA": frozenset({"DATA_STREAM"})}
-)
 
 
 class TLSSetupException(Exception):
@@ -261,10 +253,9 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
         for name, value in (("session_limit", session_limit), ("min_data_rate", min_data_rate)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0 (or None: no limit)")
-        self._runnerless_verbs = self._verbs_without_hooks_or_overrides(observer)
-        if min_data_rate is not None:
-            # Its check is set up by a runner reading the message.
-            self._runnerless_verbs -= {b"DATA"}
+        self._runnerless_verbs = runnerless_verbs(
+            self, observer, data_rate_checked=min_data_rate is not None
+        )
         self._init_connection(
             self._state_machine.inbound,
             timeout=timeout,
@@ -278,28 +269,6 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
     @property
     def handler(self) -> Any:
         return self.event_handler
-
-    def _verbs_without_hooks_or_overrides(self, observer: Observer | None) -> frozenset[bytes]:
-        """The verbs whose whole answer is the server's own code here: no handler
-        hook, no subclass override of the command or of anything it calls, no
-        observer.  Those are answered in the read callback, with no task."""
-        cls = type(self)
-        if (
-            observer is not None
-            or cls.push is not Connection.push
-            or cls._reply is not Connection._reply
-            or (cls._command is not SessionProtocol._command and not cls._COMMAND_KEEPS_FAST_PATH)
-            or cls._dispatch is not SessionProtocol._dispatch
-            or cls.check_helo_needed is not SessionProtocol.check_helo_needed
-            or cls.check_auth_needed is not AuthMixin.check_auth_needed
-        ):
-            return frozenset()
-        return frozenset(
-            verb.encode("ascii")
-            for verb, method in self._RUNNERLESS_COMMANDS.items()
-            if self._smtp_methods.get(verb) is method
-            and self._hooks.names.keys().isdisjoint(_HOOKS_DURING_COMMAND.get(verb, {verb}))
-        )
 
     # aiosmtpd's public settings, which a subclass may change after __init__: the
     # session machine's rules follow them.
@@ -458,53 +427,7 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
         await self._dispatch(line, self._state_machine.gate.calls_left)
 
     def _answer_without_runner(self) -> bool:
-        verbs = self._runnerless_verbs
-        # Their INFO log lines are written by the smtp_VERB methods: with INFO on,
-        # every command goes to the runner, whose methods write them.
-        if not verbs or log.isEnabledFor(logging.INFO):
-            return False
-        inbound, machine = self._inbound, self._state_machine
-        while not self._closing:
-            if self._writing_paused:
-                return False  # the runner waits for the client to read its replies
-            line = inbound.next_line()
-            if line is None:
-                if inbound.closed:
-                    return False  # the runner ends the session
-                self._caught_up()
-                return True
-            if isinstance(line, LineTooLong) or _verb_of(line) not in verbs:
-                self._taken_line = line
-                return False
-            try:
-                screened = machine.screen(line)
-                if isinstance(screened, CommandRefusal):
-                    self._log_refusal(screened)
-                    reply = screened.reply
-                elif screened[0] == "DATA":
-                    refusal = machine.transaction_refusal() or machine.data(screened[1])
-                    if refusal is None:
-                        self._queue_reply(START_MAIL_INPUT)
-                        self._caught_up()
-                        self._receive_data_in_callback()
-                        return True
-                    reply = refusal
-                else:
-                    answer = machine.answer(screened)
-                    assert answer is not None  # noqa: S101 - answer() covers every such verb
-                    reply = answer
-                # A subclass may override how a reply is encoded or queued: its
-                # failure must not escape the read callback either.
-                if self._queue_reply(reply):
-                    self._flush()
-            except Exception as error:
-                # As in a runner, a failure becomes the command's reply (through
-                # handle_exception, which is the application's: in a task).
-                self._spawn(self._resume(error), eager=True)
-                return True
-            if isinstance(screened, CommandRefusal) and screened.close:
-                self._close_transport()
-        return True
+        return answer_in_callback(self)
 
     def _log_refusal(self, refusal: CommandRefusal) -> None:
         if refusal.log_reason is not None:
@@ -622,10 +545,6 @@ class SessionProtocol(Connection, AuthMixin, ObserverMixin, ProxyHeaderMixin):
             return False
         when = getattr(method, "__smtp_syntax_when__", None)
         return bool(getattr(self, when)) if when else True
-
-
-def _verb_of(line: bytes) -> bytes:
-    return line.partition(b" ")[0].rstrip(b"\r").upper()
 
 
 @functools.cache
