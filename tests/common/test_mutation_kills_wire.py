@@ -24,6 +24,7 @@ from smtpwire.common.replies import ReplyParser, SMTPReply, parse_reply, split_r
 
 
 def test_a_command_line_over_the_limit_says_the_limit() -> None:
+    """The error gives the limit, in its text and as ``limit`` (mutant: no text)."""
     with pytest.raises(CommandTooLongError) as caught:
         split_command(b"NOOP " + b"x" * 600)
     assert str(caught.value) == "command line longer than 512 octets"
@@ -39,6 +40,8 @@ def test_a_malformed_verb_is_quoted_cut_at_40_octets() -> None:
 
 
 def test_a_non_ascii_argument_without_smtputf8_says_so() -> None:
+    """The refusal of UTF-8 without SMTPUTF8 says what it refused (mutants: the text
+    dropped or changed)."""
     with pytest.raises(NonASCIIError) as caught:
         split_command("MAIL FROM:<jörg@example.com>".encode())
     assert str(caught.value) == "non-ASCII octets in command argument"
@@ -56,6 +59,8 @@ def test_only_spaces_are_stripped_from_the_argument() -> None:
 
 
 def test_text_glued_to_the_path_is_quoted_cut_at_40_characters() -> None:
+    """Text right after ``>`` is refused, quoting at most 40 characters of it
+    (mutants: the message dropped, the cut moved)."""
     with pytest.raises(AddressSyntaxError) as caught:
         parse_mail_from("FROM:<a@example.com>" + "x" * 100)
     assert str(caught.value) == "unexpected text after path: '" + "x" * 40 + "'"
@@ -89,6 +94,8 @@ def test_different_replies_hash_apart() -> None:
 
 
 def test_reply_text_errors_say_what_was_wrong() -> None:
+    """No lines, a line that is not text, and a CR inside a line: each error says
+    which (mutants: the texts dropped or changed, the type named wrongly)."""
     with pytest.raises(ValueError, match=r"\Aa reply has at least one line\Z"):
         split_reply_text([])
     with pytest.raises(TypeError) as not_text:
@@ -137,6 +144,8 @@ def test_an_unfinished_line_over_a_cap_reports_the_cap() -> None:
 
 
 def test_a_malformed_reply_line_is_quoted_cut_at_80_octets() -> None:
+    """A server's garbage is quoted in the error, at most 80 octets of it (mutants:
+    the message dropped, the cut moved)."""
     with pytest.raises(MalformedReplyError) as caught:
         ReplyParser().feed(b"hello" + b"x" * 100 + b"\r\n")
     assert str(caught.value) == "malformed reply line: b'hello" + "x" * 75 + "'"
@@ -154,6 +163,8 @@ def test_a_continuation_with_another_code_quotes_the_line() -> None:
 
 
 def test_parse_reply_quotes_what_it_got_cut_at_80_octets() -> None:
+    """``parse_reply`` of an unfinished reply quotes at most 80 octets of its input
+    (mutants: the message dropped, the cut moved)."""
     with pytest.raises(MalformedReplyError) as caught:
         parse_reply(b"250-" + b"z" * 100 + b"\r\n")
     assert str(caught.value) == "expected exactly one complete reply: b'250-" + "z" * 76 + "'"
@@ -163,6 +174,8 @@ def test_parse_reply_quotes_what_it_got_cut_at_80_octets() -> None:
 
 
 def test_the_encoder_refuses_use_after_finish_with_its_message() -> None:
+    """Feeding after ``finish()`` and finishing twice are programming errors whose
+    messages name the call (mutants: the texts dropped or changed)."""
     encoder = DataEncoder()
     assert encoder.finish() == b"\r\n.\r\n"
     with pytest.raises(RuntimeError) as fed:
@@ -177,6 +190,8 @@ def test_the_encoder_refuses_use_after_finish_with_its_message() -> None:
 
 
 def test_the_decoder_refuses_use_after_the_end_with_its_message() -> None:
+    """Feeding after the terminator and a line limit below 3 are refused with
+    messages that say so (mutants: the texts dropped or changed)."""
     decoder = DataDecoder()
     decoder.feed(b"hi\r\n.\r\n")
     with pytest.raises(RuntimeError) as caught:
@@ -263,3 +278,18 @@ def test_the_line_after_a_full_length_dot_line_is_measured_from_its_first_octet(
     one_too_many = DataDecoder(max_line_length=limit)
     one_too_many.feed(dot_line + b"b" * (limit - 1) + b"\r\n.\r\n")
     assert (one_too_many.done, one_too_many.violation) == (True, DataViolation.LINE_TOO_LONG)
+
+
+def test_the_size_at_a_break_counts_the_content_of_earlier_chunks() -> None:
+    """At a break (here a bare LF under REJECT) the size limit is judged on all the
+    content before it, from every chunk, so the verdict does not depend on where the
+    chunks end (mutant: only this segment's content counted, giving BARE_LF when the
+    first chunk was fed alone)."""
+    wire = b"abcdef\r\n\nrest\r\n.\r\n"  # 8 octets of content before the bare LF
+    for cut in range(len(wire) + 1):
+        decoder = DataDecoder(max_size=7, bare_newline=BareNewlinePolicy.REJECT)
+        decoder.feed(wire[:cut])
+        if not decoder.done:
+            decoder.feed(wire[cut:])
+        assert decoder.done
+        assert decoder.violation is DataViolation.TOO_LARGE
