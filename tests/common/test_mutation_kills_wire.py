@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from smtpwire.common.commands import parse_mail_from, split_command
+from smtpwire.common.commands import (
+    format_command,
+    format_rcpt_to,
+    parse_mail_from,
+    parse_rcpt_to,
+    split_command,
+)
 from smtpwire.common.data import BareNewlinePolicy, DataDecoder, DataEncoder, DataViolation
 from smtpwire.common.errors import (
     AddressSyntaxError,
@@ -50,9 +56,10 @@ def test_a_non_ascii_argument_without_smtputf8_says_so() -> None:
 def test_only_spaces_are_stripped_from_the_argument() -> None:
     """RFC 5321 separates with SP: a tab (or CR) around the argument stays in it,
     where the path parser refuses it, rather than being dropped silently (mutant:
-    ``strip()`` of all whitespace)."""
+    ``strip()`` of all whitespace, or of other characters as well)."""
     assert split_command(b"MAIL  FROM:<a@example.com>\t ") == ("MAIL", "FROM:<a@example.com>\t")
     assert split_command(b"NOOP \tx\r") == ("NOOP", "\tx\r")
+    assert split_command(b"XCLIENT NAME=X") == ("XCLIENT", "NAME=X")
     _, argument = split_command(b"MAIL FROM:<a@example.com>\t")
     with pytest.raises(AddressSyntaxError):
         parse_mail_from(argument)
@@ -64,6 +71,80 @@ def test_text_glued_to_the_path_is_quoted_cut_at_40_characters() -> None:
     with pytest.raises(AddressSyntaxError) as caught:
         parse_mail_from("FROM:<a@example.com>" + "x" * 100)
     assert str(caught.value) == "unexpected text after path: '" + "x" * 40 + "'"
+
+
+def test_a_missing_prefix_is_quoted_cut_at_40_characters() -> None:
+    """The error says which prefix was expected and quotes at most 40 characters of
+    what came instead (mutants: the message dropped, the cut moved)."""
+    argument = "RCPT TO:<" + "r" * 60 + "@example.com>"
+    with pytest.raises(CommandSyntaxError) as caught:
+        parse_mail_from(argument)
+    assert str(caught.value) == "expected 'FROM:': 'RCPT TO:<" + "r" * 31 + "'"
+
+
+def test_path_errors_name_the_path() -> None:
+    """A control character or non-ASCII text without SMTPUTF8 is reported as being in
+    the path (mutants: ``what`` dropped or changed)."""
+    with pytest.raises(AddressSyntaxError) as control:
+        parse_mail_from("FROM:<a\x00b@example.com>")
+    assert str(control.value) == (
+        "path holds the control character '\\x00': 'FROM:<a\\x00b@example.com>'"
+    )
+    with pytest.raises(NonASCIIError) as non_ascii:
+        parse_rcpt_to("TO:<jörg@example.com>")
+    assert str(non_ascii.value) == (
+        "path is not ASCII and SMTPUTF8 is not in use: 'TO:<jörg@example.com>'"
+    )
+
+
+def test_the_null_path_is_refused_as_a_recipient_with_its_reason() -> None:
+    """On both sides: the server's parser and the client's formatter (mutants: the
+    texts dropped or changed)."""
+    reason = "the null path <> is not a valid recipient"
+    with pytest.raises(AddressSyntaxError, match=rf"\A{reason}\Z"):
+        parse_rcpt_to("TO:<>")
+    with pytest.raises(AddressSyntaxError, match=rf"\A{reason}\Z"):
+        format_rcpt_to("")
+
+
+def test_strict_parsing_says_what_rfc_5321_wants() -> None:
+    """``strict=True`` refusals: the angle brackets, the domain (mutants: the texts
+    dropped or changed)."""
+    with pytest.raises(AddressSyntaxError, match=r"\Apath must be enclosed in angle brackets\Z"):
+        parse_mail_from("FROM:a@example.com", strict=True)
+    with pytest.raises(AddressSyntaxError) as no_domain:
+        parse_mail_from("FROM:<user>", strict=True)
+    assert str(no_domain.value) == "address has no domain: 'user'"
+
+
+def test_a_malformed_address_is_quoted_cut_at_60_characters() -> None:
+    """Where no mailbox starts, the error quotes the text from there; where a bracket
+    is not closed, the path; each at most 60 characters (mutants: the message
+    dropped, the slice emptied or lengthened)."""
+    with pytest.raises(AddressSyntaxError) as unmatched:
+        parse_mail_from("FROM:<(" + "x" * 100 + ">")
+    assert str(unmatched.value) == "malformed address: '(" + "x" * 59 + "'"
+    with pytest.raises(AddressSyntaxError) as unclosed:
+        parse_mail_from("FROM:<" + "a" * 70 + "@example.com SIZE=1>")
+    assert str(unclosed.value) == "malformed address: '<" + "a" * 59 + "'"
+
+
+def test_format_command_errors_say_what_was_refused() -> None:
+    """The client's refusals name the verb, the argument (control character, bytes
+    that are not UTF-8) or the limit (mutants: the texts dropped)."""
+    with pytest.raises(UnsafeCharacterError) as verb:
+        format_command("NO OP")
+    assert str(verb.value) == "malformed command verb: 'NO OP'"
+    with pytest.raises(UnsafeCharacterError) as control:
+        format_command("NOOP", b"a\rb")
+    assert str(control.value) == "command argument holds b'\\r': b'a\\rb'"
+    with pytest.raises(UnsafeCharacterError) as not_utf8:
+        format_command("NOOP", b"\xff")
+    assert str(not_utf8.value) == "command argument is not UTF-8: b'\\xff'"
+    with pytest.raises(CommandTooLongError) as too_long:
+        format_command("NOOP", "x" * 600, max_length=512)
+    assert str(too_long.value) == "command longer than 512 octets"
+    assert too_long.value.limit == 512
 
 
 # -- replies.py ---------------------------------------------------------------------------
