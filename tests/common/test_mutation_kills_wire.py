@@ -317,6 +317,15 @@ def test_the_feed_that_breaks_a_rule_returns_no_content(
     assert decoder.done
 
 
+def feed_in_two(decoder: DataDecoder, wire: bytes, cut: int) -> bytes:
+    """Feed a whole message cut at ``cut``; the content decoded (the decoder must end)."""
+    content = decoder.feed(wire[:cut])
+    if not decoder.done:
+        content += decoder.feed(wire[cut:])
+    assert decoder.done
+    return content
+
+
 def test_a_bare_cr_that_makes_a_line_too_long_is_reported_as_a_bare_cr() -> None:
     """When one octet breaks two rules (the bare CR that is also the line's octet
     past the limit), the bare newline is reported, as the reference model in
@@ -324,10 +333,7 @@ def test_a_bare_cr_that_makes_a_line_too_long_is_reported_as_a_bare_cr() -> None
     wire = b"abcd\rx\r\n.\r\n"
     for cut in range(len(wire) + 1):
         decoder = DataDecoder(max_line_length=5, bare_newline=BareNewlinePolicy.REJECT)
-        decoder.feed(wire[:cut])
-        if not decoder.done:
-            decoder.feed(wire[cut:])
-        assert decoder.done
+        feed_in_two(decoder, wire, cut)
         assert decoder.violation is DataViolation.BARE_CR
 
 
@@ -340,12 +346,8 @@ def test_a_full_length_dot_line_ending_a_chunk_does_not_shorten_the_next_line() 
     expected = b"a" * 999 + b"\n" + b"b" * 998 + b"\r\n"
     for cut in (1000, 1001, 999, len(wire)):
         decoder = DataDecoder()
-        content = decoder.feed(wire[:cut])
-        if not decoder.done:
-            content += decoder.feed(wire[cut:])
-        assert decoder.done
+        assert feed_in_two(decoder, wire, cut) == expected
         assert decoder.violation is None
-        assert content == expected
 
 
 def test_the_line_after_a_full_length_dot_line_is_measured_from_its_first_octet() -> None:
@@ -369,8 +371,5 @@ def test_the_size_at_a_break_counts_the_content_of_earlier_chunks() -> None:
     wire = b"abcdef\r\n\nrest\r\n.\r\n"  # 8 octets of content before the bare LF
     for cut in range(len(wire) + 1):
         decoder = DataDecoder(max_size=7, bare_newline=BareNewlinePolicy.REJECT)
-        decoder.feed(wire[:cut])
-        if not decoder.done:
-            decoder.feed(wire[cut:])
-        assert decoder.done
+        feed_in_two(decoder, wire, cut)
         assert decoder.violation is DataViolation.TOO_LARGE
