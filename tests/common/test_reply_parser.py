@@ -585,3 +585,52 @@ def test_one_reply_per_feed_matches_the_general_path(
         return replies
 
     assert outcome([data]) == outcome([data[:1], data[1:]])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.one_of(
+                st.from_regex(rb"[2-5][0-9][0-9](?:[ -][ -~\x80-\xff]{0,20})?", fullmatch=True),
+                st.binary(max_size=12),
+            ),
+            st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]),
+        ),
+        min_size=2,
+        max_size=6,
+    ),
+    caps=st.tuples(
+        st.integers(min_value=3, max_value=120), st.integers(min_value=3, max_value=120)
+    ),
+)
+def test_a_group_of_replies_in_one_feed_matches_the_general_path(
+    lines: list[tuple[bytes, bytes]], caps: tuple[int, int]
+) -> None:
+    """A pipelined group's one-line replies in one read take a fast path; it must
+    agree with the general path (taken when a first octet came in a read of its own)."""
+    data = b"".join(line + ending for line, ending in lines)
+    options = {"max_line_length": caps[0], "max_reply_length": caps[1]}
+
+    def outcome(chunks: list[bytes]) -> object:
+        parser = ReplyParser(**options)
+        replies = []
+        try:
+            for chunk in chunks:
+                replies += parser.feed(chunk)
+        except ReplyError as error:
+            return type(error), getattr(error, "scope", None)
+        return replies
+
+    assert outcome([data]) == outcome([data[:1], data[1:]])
+
+
+def test_a_group_of_one_line_replies_in_one_feed() -> None:
+    wire = b"250 2.0.0 Ok: queued as 1\r\n250 Ok\r\n250\r\n354 End data with <CR><LF>.<CR><LF>\n"
+    replies = ReplyParser().feed(wire)
+    assert [(reply.code, reply.lines) for reply in replies] == [
+        (250, ("2.0.0 Ok: queued as 1",)),
+        (250, ("Ok",)),
+        (250, ("",)),
+        (354, ("End data with <CR><LF>.<CR><LF>",)),
+    ]

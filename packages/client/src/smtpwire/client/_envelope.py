@@ -41,13 +41,25 @@ def is_utf8(encoding: str) -> bool:
 
 def envelope_line(verb: str, address: str, options: Iterable[str], encoding: str) -> bytes:
     """``MAIL FROM:<address> options`` (``verb`` "MAIL") or ``RCPT TO:...`` ("RCPT")."""
+    given = tuple(options)
+    try:
+        hash(given)
+    except TypeError:  # an option of a type no one can send: refused uncached
+        return _envelope_line.__wrapped__(verb, address, given, encoding)
+    return _envelope_line(verb, address, given, encoding)
+
+
+# A pure function of its arguments, like bare_mailbox: a bulk sender repeats its
+# sender (and often its recipients and options) on every message.  Refusals are
+# exceptions, which lru_cache does not keep: they are raised again each time.
+@functools.lru_cache(maxsize=4096)
+def _envelope_line(verb: str, address: str, given: tuple[str, ...], encoding: str) -> bytes:
     what = "sender" if verb == "MAIL" else "recipient"
     mailbox = bare_mailbox(address)
     # aiosmtplib's check, whatever the options hold: SMTPUTF8 among them does not
     # make a non-ASCII address encodable in ASCII.
     mailbox.encode(encoding)
     utf8 = is_utf8(encoding)
-    given = list(options)
     try:
         if verb == "MAIL":
             return format_mail_from(mailbox, given, utf8=utf8)
@@ -59,7 +71,7 @@ def envelope_line(verb: str, address: str, options: Iterable[str], encoding: str
         try:
             parameters = format_parameters(given, utf8=utf8)
         except ProtocolError as error:
-            raise ValueError(f"invalid {what} options {given!r}: {error}") from error
+            raise ValueError(f"invalid {what} options {list(given)!r}: {error}") from error
         return f"{prefix}:<{mailbox}>{parameters}\r\n".encode()
     except ProtocolError as error:
         raise ValueError(f"invalid {what} {address!r}: {error}") from error

@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final, Protocol, TypeAlias, runtime_checkable
 
-from smtpwire.common.data import DataEncoder, encode_data, normalize_line_endings
+from smtpwire.common.data import DataEncoder, encode_crlf_data, normalize_line_endings
 
 __all__ = ["MessageSource", "Payload"]
 
 _READ_SIZE: Final = 256 * 1024
+_IN_MEMORY: Final = (str, bytes, bytearray, memoryview)
 
 
 @runtime_checkable
@@ -40,7 +41,7 @@ class Payload:
         self._encoded: bytes | None = None
         self.content: bytes | None = None
         self.binary = binary
-        if isinstance(source, str | bytes | bytearray | memoryview):
+        if isinstance(source, _IN_MEMORY):
             raw = source.encode("ascii") if isinstance(source, str) else bytes(source)
             if binary:
                 self.content = raw
@@ -63,7 +64,7 @@ class Payload:
     def encoded(self) -> bytes | None:
         """The DATA form (stuffed and terminated) of an in-memory message."""
         if self._encoded is None and self.content is not None:
-            self._encoded = encode_data(self.content)
+            self._encoded = encode_crlf_data(self.content)  # normalised in __init__
         return self._encoded
 
     async def binary_chunks(self) -> AsyncIterator[bytes]:

@@ -169,20 +169,25 @@ def transaction_for(client: SMTP, job: Job) -> Transaction | None:
     return Transaction(sender, recipient_list, mail_line, rcpt_lines, payload)
 
 
+def envelope_taken(raw: list[SMTPReply]) -> bool:
+    """Whether MAIL, every RCPT and DATA were all accepted: the common case,
+    decided without converting replies nobody reads."""
+    return (
+        raw[0].code == 250
+        and raw[-1].code == 354
+        and len(raw) > 2  # no recipient at all counts as all refused
+        and all(reply.code in _TAKEN for reply in raw[1:-1])
+    )
+
+
 async def judge_envelope(
     client: SMTP, transaction: Transaction, raw: list[SMTPReply]
 ) -> dict[str, SMTPResponse]:
     """The replies to MAIL, every RCPT and DATA, judged as ``sendmail`` judges them
     when pipelining (the same errors, the same RSET after a refusal); returns the
     refused recipients when DATA got 354 and the content is to follow."""
-    rcpt_raw = raw[1:-1]
-    if (
-        raw[0].code == 250
-        and raw[-1].code == 354
-        and rcpt_raw  # no recipient at all counts as all refused
-        and all(reply.code in _TAKEN for reply in rcpt_raw)
-    ):
-        return {}  # the common case, without converting replies nobody reads
+    if envelope_taken(raw):
+        return {}
     replies = [SMTPResponse.from_reply(reply) for reply in raw]
     try:
         return await client._judge_envelope(transaction, replies, client.timeout)
@@ -315,6 +320,9 @@ class _Connection:
         if not done:
             assert first_error is not None  # noqa: S101
             self._settle(job, first_error)
+            return
+        if envelope_taken(done[0]):
+            self.open = _Open(job, transaction, {})  # no coroutine for the common case
             return
         try:
             refused = await judge_envelope(self.client, transaction, done[0])

@@ -25,6 +25,7 @@ __all__ = [
     "DataDecoder",
     "DataEncoder",
     "DataViolation",
+    "encode_crlf_data",
     "encode_data",
     "iter_encode_data",
     "normalize_line_endings",
@@ -135,7 +136,14 @@ class DataEncoder:
 def encode_data(content: bytes | bytearray | memoryview) -> bytes:
     """Encode a whole message for DATA (normalise, stuff, terminate) in one call,
     copying it only once when its line endings are already CRLF."""
-    data = normalize_line_endings(bytes(content))
+    return encode_crlf_data(normalize_line_endings(bytes(content)))
+
+
+def encode_crlf_data(data: bytes) -> bytes:
+    """:func:`encode_data` for content already normalised to CRLF line endings
+    (:func:`normalize_line_endings`' result): stuff and terminate, without checking
+    the line endings a second time (a client that measured the message for SIZE
+    has normalised it already)."""
     if not data:
         return b"\r\n.\r\n"
     tail = b".\r\n" if data.endswith(b"\n") else b"\r\n.\r\n"

@@ -27,6 +27,10 @@ _UNSAFE_IN_LINE: Final = re.compile(r"[\r\n\x00]")
 _REPLY_LINE: Final = re.compile(rb"([2-5][0-9][0-9])(?:([ -])([^\r\x00]*))?\r?\Z")
 # The same for a whole one-line reply with its line ending (the parser's fast path).
 _SINGLE_LINE_REPLY: Final = re.compile(rb"([2-5][0-9][0-9])(?: ([^\r\x00\n]*))?\r?\n\Z")
+# Several one-line replies back to back, each with its line ending (a pipelined
+# group's replies arriving together): the whole of them, then each one.
+_SINGLE_LINE_REPLIES: Final = re.compile(rb"(?:[2-5][0-9][0-9](?: [^\r\x00\n]*)?\r?\n)+")
+_SINGLE_LINE_REPLY_PARTS: Final = re.compile(rb"([2-5][0-9][0-9])(?: ([^\r\x00\n]*))?\r?\n")
 _new_reply: Final = object.__new__
 _ENCODING: Final = "utf-8"
 _ERRORS: Final = "surrogateescape"  # any octet a peer sent survives a parse/format round trip
@@ -229,11 +233,19 @@ class ReplyParser:
                 and len(text) <= self.max_reply_length
                 and (single := _SINGLE_LINE_REPLY.match(text)) is not None
             ):
-                reply = _new_reply(SMTPReply)
-                reply._code = int(single[1])
-                line = single[2]
-                reply._lines = (line.decode(_ENCODING, _ERRORS) if line else "",)
-                return [reply]
+                return [_one_line_reply(single[1], single[2])]
+            # Fast path: a pipelined group's one-line replies, all in one read.  The
+            # whole text within one line's cap keeps every line and reply within theirs.
+            if (
+                not self._lines
+                and len(text) <= self.max_line_length
+                and len(text) <= self.max_reply_length
+                and _SINGLE_LINE_REPLIES.fullmatch(text) is not None
+            ):
+                return [
+                    _one_line_reply(code, line)
+                    for code, line in _SINGLE_LINE_REPLY_PARTS.findall(text)
+                ]
         replies: list[SMTPReply] = []
         lines = self._lines
         max_line = self.max_line_length
@@ -285,6 +297,13 @@ class ReplyParser:
         return ReplyTooLongError(
             f"reply {scope} longer than {limit} octets", limit=limit, scope=scope
         )
+
+
+def _one_line_reply(code: bytes, line: bytes | None) -> SMTPReply:
+    reply = _new_reply(SMTPReply)  # checked already by the pattern: skip __init__
+    reply._code = int(code)
+    reply._lines = (line.decode(_ENCODING, _ERRORS) if line else "",)
+    return reply
 
 
 def parse_reply(data: bytes) -> SMTPReply:
