@@ -53,8 +53,10 @@ def deliver(live: LiveInbox, message: EmailMessage, rcpts: list[str] | None = No
         client.send_message(message, to_addrs=rcpts)
 
 
-async def get_json(session: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
-    async with session.get(url) as response:
+async def get_json(
+    session: aiohttp.ClientSession, url: str, status: int = 200, **kwargs: Any
+) -> Any:
+    async with session.get(url, **kwargs) as response:
         assert response.status == status, await response.text()
         assert response.content_type == "application/json"
         return await response.json()
@@ -248,6 +250,111 @@ async def test_search_delete_and_read_status(live_inbox: LiveInbox) -> None:
         assert (await get_json(session, f"{base}/api/v1/messages"))["total"] == 0
 
 
+async def test_free_text_search_reads_html_bodies_and_file_names(live_inbox: LiveInbox) -> None:
+    """As mailpit's search text: the HTML body without its tags, and the names of
+    the attachments, are searched as well as the text body."""
+    html_only = EmailMessage()
+    html_only["From"] = "news@shop.example"
+    html_only["To"] = "bob@example.com"
+    html_only["Subject"] = "Newsletter"
+    html_only.set_content(
+        "<html><head><style>p { color: teal; }</style></head><body>"
+        '<p>Our <b>spring</b> sale: <a href="https://shop.example/">caf&eacute; deals</a></p>'
+        "<script>var hidden = 'scriptword';</script></body></html>",
+        subtype="html",
+    )
+    attached = mail("Figures", html=None, text="See the file.\n", attachment=None)
+    attached.add_attachment(
+        b"1,2,3", maintype="text", subtype="csv", filename="Quarterly-Figures.csv"
+    )
+    attached.add_attachment(b"GIF89a", maintype="image", subtype="gif", filename="chart.gif")
+    for message in (html_only, attached, mail("Plain", html=None, attachment=None)):
+        await asyncio.to_thread(deliver, live_inbox, message, None)
+    async with aiohttp.ClientSession() as session:
+
+        async def subjects(query: str) -> list[str]:
+            found = await get_json(
+                session, f"{live_inbox.url}/api/v1/search", params={"query": query}
+            )
+            return [m["Subject"] for m in found["messages"]]
+
+        # Words of an HTML-only message, across tags, entities decoded.
+        assert await subjects("spring") == ["Newsletter"]
+        assert await subjects('"our spring sale"') == ["Newsletter"]
+        assert await subjects("café") == ["Newsletter"]
+        # Markup, style sheets and scripts are not text.
+        assert await subjects("color") == []
+        assert await subjects("scriptword") == []
+        assert await subjects("href") == []
+        # Attachment file names.
+        assert await subjects("quarterly-figures") == ["Figures"]
+        assert await subjects("chart.gif") == ["Figures"]
+        assert await subjects("-chart") == ["Plain", "Newsletter"]
+
+
+async def test_message_id_term_matches_only_the_message_id(live_inbox: LiveInbox) -> None:
+    """``message-id:`` looks at the Message-ID and nothing else, as in mailpit."""
+    original = mail("Original", attachment=None)  # Message-ID: <Original@example.com>
+    reply = mail("Re: Original", text="Answering original@example.com here.\n", html=None,
+                 attachment=None)  # fmt: skip
+    reply.replace_header("Message-ID", "<reply-1@example.com>")
+    reply["In-Reply-To"] = "<Original@example.com>"
+    for message in (original, reply):
+        await asyncio.to_thread(deliver, live_inbox, message, None)
+    async with aiohttp.ClientSession() as session:
+
+        async def subjects(query: str) -> list[str]:
+            found = await get_json(
+                session, f"{live_inbox.url}/api/v1/search", params={"query": query}
+            )
+            return [m["Subject"] for m in found["messages"]]
+
+        assert await subjects("original@example.com") == ["Re: Original", "Original"]
+        assert await subjects("message-id:original@example.com") == ["Original"]
+        assert await subjects("message-id:<Original@example.com>") == ["Original"]
+        assert await subjects("message-id:reply-1") == ["Re: Original"]
+        assert await subjects("-message-id:original") == ["Re: Original"]
+        assert await subjects("message-id:answering") == []
+
+
+async def test_mark_read_by_search(live_inbox: LiveInbox) -> None:
+    """``PUT /api/v1/messages`` with ``Search`` (mailpit's API v1): the messages that
+    the search finds, and only those, are marked; as JSON or as a form."""
+    for subject, sender in [
+        ("Invoice 1", "billing@shop.example"),
+        ("Invoice 2", "billing@shop.example"),
+        ("Party", "carol@friends.example"),
+    ]:
+        message = mail(subject, sender=sender, attachment=None)
+        await asyncio.to_thread(deliver, live_inbox, message, None)
+    base = live_inbox.url
+    async with aiohttp.ClientSession() as session:
+
+        async def unread() -> list[str]:
+            found = await get_json(session, f"{base}/api/v1/search?query=is:unread")
+            return [m["Subject"] for m in found["messages"]]
+
+        async def put(status: int = 200, **kwargs: Any) -> None:
+            async with session.put(f"{base}/api/v1/messages", **kwargs) as response:
+                assert response.status == status, await response.text()
+                if status == 200:
+                    assert await response.text() == "ok"
+
+        await put(json={"Search": "from:billing", "Read": True})
+        assert await unread() == ["Party"]
+        await put(json={"search": "invoice 2", "read": False})  # field names ignore case
+        assert await unread() == ["Party", "Invoice 2"]
+        await put(data={"Search": "subject:party", "Read": "true"})  # a form body
+        assert await unread() == ["Invoice 2"]
+        await put(json={"Search": "nothing-matches", "Read": True})
+        assert await unread() == ["Invoice 2"]
+
+        ids = [m["ID"] for m in (await get_json(session, f"{base}/api/v1/messages"))["messages"]]
+        await put(400, json={"IDs": ids[:1], "Search": "invoice", "Read": True})
+        await put(400, json={"Search": 5, "Read": True})
+        assert await unread() == ["Invoice 2"]  # the refused requests changed nothing
+
+
 async def test_delete_all(live_inbox: LiveInbox) -> None:
     for subject in ("a", "b"):
         await asyncio.to_thread(deliver, live_inbox, mail(subject), None)
@@ -278,6 +385,18 @@ async def test_bad_input(live_inbox: LiveInbox) -> None:
             "/api/v1/messages?limit=ten",
             "/api/v1/messages?start=-1",
             "/api/v1/search?query=x&start=x",
+            # Digits that str.isdigit() accepts but are no ASCII number (int() takes
+            # some, refuses others): refused alike, never a 500.
+            "/api/v1/messages?limit=%C2%B2",  # ²
+            "/api/v1/messages?start=%D9%A3",  # Arabic-Indic 3
+            "/api/v1/search?query=x&limit=%C2%B2",
+            "/api/v1/search?query=x&start=%EF%BC%91",  # fullwidth 1
+            # Beyond a signed 64-bit integer (SQLite's INTEGER, mailpit's int).
+            "/api/v1/messages?limit=99999999999999999999",
+            "/api/v1/messages?start=9223372036854775808",
+            "/api/v1/search?query=x&limit=99999999999999999999",
+            "/api/v1/search?query=x&start=99999999999999999999",
+            f"/api/v1/messages?limit={'9' * 5000}",  # past int()'s digit limit
             "/api/smtpwire/wait?count=none",
             "/api/smtpwire/wait?timeout=1e9",
         ):
@@ -290,6 +409,14 @@ async def test_bad_input(live_inbox: LiveInbox) -> None:
                 headers={"Content-Type": "application/json"},
             ) as response:
                 assert response.status == 400, (method, body)
+        # The largest values still fit, and page past the end.
+        biggest = 2**63 - 1
+        for path in (
+            f"/api/v1/messages?start={biggest}&limit={biggest}",
+            f"/api/v1/search?query=x&start={biggest}&limit={biggest}",
+        ):
+            listing = await get_json(session, base + path)
+            assert (listing["start"], listing["messages"]) == (biggest, []), path
         # Nothing was deleted by the bad requests.
         assert (await get_json(session, f"{base}/api/v1/messages"))["total"] == 1
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from smtpwire.server.inbox import MessageStore, StoreError
+from smtpwire.server.inbox._database import SCHEMA_VERSION
 from smtpwire.server.inbox._search import SearchError, compile_query
 
 
@@ -28,7 +29,7 @@ async def test_file_store_is_versioned_and_survives_reopening(tmp_path: Path) ->
     finally:
         store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reopened = MessageStore(path)
     try:
@@ -44,6 +45,56 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
         MessageStore(path)
+
+
+HTML_ONLY = (
+    b"From: news@shop.example\r\nTo: bob@example.com\r\nSubject: News\r\n"
+    b"Message-ID: <n1@shop.example>\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<p>The <b>spring</b> sale</p>\r\n"
+)
+WITH_FILE = (
+    b"From: ann@example.com\r\nTo: bob@example.com\r\nSubject: Figures\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain\r\n\r\nSee the file, n1@shop.example.\r\n"
+    b"--b\r\nContent-Type: text/csv\r\nContent-Disposition: attachment;"
+    b' filename="Quarterly.csv"\r\n\r\n1,2\r\n--b--\r\n'
+)
+
+
+@pytest.mark.skipif(sqlite3.sqlite_version_info < (3, 35), reason="DROP COLUMN: SQLite 3.35")
+async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
+    """Version 1 kept neither HTML bodies nor file names in its search text, and no
+    column of Message-IDs: opening such a file re-indexes what it holds, once."""
+    path = tmp_path / "old.sqlite"
+    store = MessageStore(path)
+    try:
+        for raw in (HTML_ONLY, WITH_FILE):
+            await store.add(raw, ["bob@example.com"], {"Peer": None})
+    finally:
+        store.close()
+    # Turned into a version 1 file: no Message-ID column, and a search text without
+    # what version 2 adds (here, cut down to the subject).
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE messages SET search_all = search_subject")
+        db.execute("ALTER TABLE messages DROP COLUMN search_message_id")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    reopened = MessageStore(path)
+    try:
+        for query, subjects in (
+            ("spring", ["News"]),
+            ("quarterly.csv", ["Figures"]),
+            ("message-id:n1@shop", ["News"]),
+            ("n1@shop.example", ["Figures", "News"]),
+            ("-message-id:n1@shop", ["Figures"]),
+        ):
+            messages, *_ = await reopened.listing(0, 10, query)
+            assert [m["Subject"] for m in messages] == subjects, query
+        await reopened.add(HTML_ONLY, ["bob@example.com"], {})
+    finally:
+        reopened.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_not_a_database_is_refused(tmp_path: Path) -> None:
@@ -120,6 +171,8 @@ async def test_closed_store_wakes_its_listeners() -> None:
         ("To:Bob@Example.com", "instr(search_to, ?) > 0", ["bob@example.com"]),
         ('subject:"two words"', "instr(search_subject, ?) > 0", ["two words"]),
         ("-hello", "NOT (instr(search_all, ?) > 0)", ["hello"]),
+        ("message-id:<Abc@X.example>", "instr(search_message_id, ?) > 0", ["abc@x.example"]),
+        ("!Message-ID:abc", "NOT (instr(search_message_id, ?) > 0)", ["abc"]),
         ("is:unread has:attachment", "read = 0 AND attachments > 0", []),
         ("tag:x", "instr(search_all, ?) > 0", ["tag:x"]),
         ("'; DROP TABLE messages; --", "instr(search_all, ?) > 0", ["';"]),

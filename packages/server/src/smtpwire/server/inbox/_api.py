@@ -17,6 +17,9 @@ from ._store import MessageStore
 
 STORE: Final = web.AppKey("store", MessageStore)
 DEFAULT_LIMIT: Final = 50
+#: The largest ``start`` or ``limit``: a signed 64-bit integer, SQLite's INTEGER
+#: (and the Go ``int`` that mailpit reads them into).
+MAX_PAGE_VALUE: Final = 2**63 - 1
 #: Sent with everything that carries message content: a browser that opens it
 #: directly runs no script of the message and loads nothing.
 SANDBOX: Final = "sandbox; default-src 'none'"
@@ -47,16 +50,23 @@ def store_of(request: web.Request) -> MessageStore:
 
 
 def page(request: web.Request) -> tuple[int, int] | web.Response:
-    """``start`` and ``limit`` from the query (mailpit's defaults: 0 and 50)."""
+    """``start`` and ``limit`` from the query (mailpit's defaults: 0 and 50).
+
+    Only ASCII digits are a number here (``str.isdigit`` also takes ``²`` or
+    ``٣``), and a value beyond :data:`MAX_PAGE_VALUE` is refused: SQLite could not
+    take it.  Both answer 400, as any malformed value does."""
     values = []
     for name, default in (("start", 0), ("limit", DEFAULT_LIMIT)):
         text = request.query.get(name, "")
         if text == "":
             values.append(default)
-        elif text.isdigit():
-            values.append(int(text))
-        else:
-            return error(400, f"{name} must be a whole number, not {text!r}")
+            continue
+        if not (text.isascii() and text.isdigit()):
+            return error(400, f"{name} must be a whole number, not {text[:40]!r}")
+        digits = text.lstrip("0") or "0"  # int() refuses strings of over 4300 digits
+        if len(digits) > len(str(MAX_PAGE_VALUE)) or int(digits) > MAX_PAGE_VALUE:
+            return error(400, f"{name} must be at most {MAX_PAGE_VALUE}")
+        values.append(int(digits))
     return values[0], values[1]
 
 

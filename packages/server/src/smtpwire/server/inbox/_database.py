@@ -16,12 +16,15 @@ import secrets
 import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Final
 
-from ._parse import Parsed
+from ._parse import Parsed, parse
 
-SCHEMA_VERSION: Final = 1
+#: 2: search_all holds mailpit's search text (the HTML body's text and the
+#: attachments' file names too), and search_message_id the Message-ID alone.  A
+#: version 1 file is brought up to date when opened (see _migrate).
+SCHEMA_VERSION: Final = 2
 # mailpit's IDs are 22 characters of this alphabet (shortuuid's): opaque to clients.
 _ID_ALPHABET: Final = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -40,7 +43,8 @@ CREATE TABLE messages (
     search_from TEXT NOT NULL,
     search_to TEXT NOT NULL,
     search_subject TEXT NOT NULL,
-    search_all TEXT NOT NULL
+    search_all TEXT NOT NULL,
+    search_message_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE raw (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """
@@ -84,10 +88,45 @@ class Database:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        elif version == 1:
+            self._migrate()
         elif version != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"schema version {version}, this smtpwire reads version {SCHEMA_VERSION}"
             )
+
+    def _migrate(self) -> None:
+        """Version 1 to 2: the new column, and the search text of every stored
+        message made anew from its bytes (one message in memory at a time), in one
+        transaction: a failure leaves the file as it was."""
+        db = self.connection
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE messages ADD COLUMN search_message_id TEXT NOT NULL DEFAULT ''")
+            seqs = [row[0] for row in db.execute("SELECT seq FROM messages ORDER BY seq")]
+            for seq in seqs:
+                row = db.execute(
+                    "SELECT messages.rcpts, raw.data FROM messages JOIN raw USING (seq)"
+                    " WHERE seq = ?",
+                    (seq,),
+                ).fetchone()
+                if row is None:
+                    continue
+                parsed = parse(bytes(row[1]), row[0].split("\n") if row[0] else [], None,
+                               datetime.now(timezone.utc))  # fmt: skip
+                db.execute(
+                    "UPDATE messages SET search_from = ?, search_to = ?, search_subject = ?,"
+                    " search_all = ?, search_message_id = ? WHERE seq = ?",
+                    (
+                        parsed.search_from, parsed.search_to, parsed.search_subject,
+                        parsed.search_all, parsed.search_message_id, seq,
+                    ),
+                )  # fmt: skip
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.connection.close()
@@ -113,15 +152,15 @@ class Database:
         try:
             cursor = db.execute(
                 "INSERT INTO messages (id, created, attachments, rcpts, summary, detail, headers,"
-                " session, search_from, search_to, search_subject, search_all)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " session, search_from, search_to, search_subject, search_all,"
+                " search_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message_id, created, parsed.attachment_count,
                     "\n".join(rcpt.lower() for rcpt in rcpt_tos),
                     json.dumps(parsed.summary), json.dumps(parsed.detail),
                     json.dumps(parsed.headers), json.dumps({"ID": message_id, **session}),
                     parsed.search_from, parsed.search_to, parsed.search_subject,
-                    parsed.search_all,
+                    parsed.search_all, parsed.search_message_id,
                 ),
             )  # fmt: skip
             db.execute("INSERT INTO raw (seq, data) VALUES (?, ?)", (cursor.lastrowid, raw))

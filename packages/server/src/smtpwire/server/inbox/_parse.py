@@ -1,6 +1,7 @@
 """A received message turned into what the API shows: mailpit's summary and
 message fields, the header map, the attachment list with part IDs, and the
-lower-cased text that search looks in.
+lower-cased text that search looks in (mailpit's search text: the people, the
+subject, the text body, the HTML body's text and the attachments' file names).
 
 This runs once per message, in the store's worker thread, when the message is
 stored: listing and searching then read prepared columns and never parse again.
@@ -26,12 +27,25 @@ from typing import Any, Final
 #: Text and HTML bodies beyond this are cut in the message JSON (``TextTruncated``):
 #: the JSON is read whole, the raw source and the parts stay complete.
 MAX_BODY_CHARS: Final = 1024 * 1024
-#: How much of the text body free-text search looks at.
+#: How much of the text body, and of the HTML body's text, free-text search looks at.
 MAX_SEARCH_CHARS: Final = 64 * 1024
 SNIPPET_CHARS: Final = 250
 
 _SPACE = re.compile(r"\s+")
-_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+_TAG_NAME = re.compile(r"/?([a-zA-Z][a-zA-Z0-9:-]*)")
+_RAW_TEXT_END: Final = {
+    "script": re.compile(r"</script", re.IGNORECASE),
+    "style": re.compile(r"</style", re.IGNORECASE),
+}
+# Elements inside a word's flow: their tags join the text around them ("<b>A</b>BC"
+# is "ABC"); any other tag separates words.
+_INLINE: Final = frozenset(
+    {
+        "a", "abbr", "b", "bdi", "bdo", "big", "cite", "code", "data", "dfn", "em", "font",
+        "i", "kbd", "mark", "q", "s", "samp", "small", "span", "strike", "strong", "sub",
+        "sup", "time", "tt", "u", "var", "wbr",
+    }
+)  # fmt: skip
 # compat32: plain strings for headers, which are decoded here (see _raw_values).
 _POLICY = email.policy.compat32
 
@@ -46,6 +60,7 @@ class Parsed:
     search_from: str
     search_to: str
     search_subject: str
+    search_message_id: str
     search_all: str
     attachment_count: int
 
@@ -62,7 +77,7 @@ def parse(raw: bytes, rcpt_tos: Sequence[str], username: str | None, received: d
     reply_to = _addresses(message, "Reply-To")
     subject = _header_text(message, "Subject")
     text, html_body, attachments, inline = _bodies(message)
-    snippet_source = text if text.strip() else _strip_tags(html_body)
+    snippet_source = text if text.strip() else html_text(html_body[: SNIPPET_CHARS * 40])
     snippet = _SPACE.sub(" ", snippet_source[: SNIPPET_CHARS * 4]).strip()[:SNIPPET_CHARS]
     message_id = _header_text(message, "Message-ID").strip().strip("<>")
     common = {
@@ -95,6 +110,17 @@ def parse(raw: bytes, rcpt_tos: Sequence[str], username: str | None, received: d
         "Attachments": attachments,
     }
     people = [sender] if sender else []
+    # As mailpit's search text: the people, the subject, the text body and the
+    # HTML body's text (mailpit takes one of the two), and the attachments' names.
+    searched = [
+        subject,
+        _people_text([*people, *to, *cc, *bcc, *reply_to]),
+        detail["ReturnPath"],
+        message_id,
+        _one_line(text[:MAX_SEARCH_CHARS]),
+        _one_line(html_text(html_body[: MAX_SEARCH_CHARS * 4])[:MAX_SEARCH_CHARS]),
+        *(item["FileName"] for item in (*attachments, *inline) if item["FileName"]),
+    ]
     return Parsed(
         summary=summary,
         detail=detail,
@@ -102,9 +128,8 @@ def parse(raw: bytes, rcpt_tos: Sequence[str], username: str | None, received: d
         search_from=_people_text(people),
         search_to=_people_text([*to, *cc, *bcc]),
         search_subject=subject.lower(),
-        search_all="\n".join(
-            [subject, _people_text([*people, *to, *cc, *bcc]), message_id, text[:MAX_SEARCH_CHARS]]
-        ).lower(),
+        search_message_id=message_id.lower(),
+        search_all="\n".join(part for part in searched if part).lower(),
         attachment_count=len(attachments),
     )
 
@@ -288,5 +313,54 @@ def _decoded_text(part: Message) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _strip_tags(markup: str) -> str:
-    return html.unescape(_TAG.sub(" ", markup[: SNIPPET_CHARS * 40]))
+def _one_line(text: str) -> str:
+    """Runs of white space as one space: a phrase matches across line breaks."""
+    return _SPACE.sub(" ", text).strip()
+
+
+def html_text(markup: str) -> str:
+    """The text of an HTML body: tags dropped (inline ones joining the text around
+    them, others parting it), comments, scripts and style sheets left out,
+    character references decoded.
+
+    One pass with ``str.find``, linear in the length of the markup whatever it
+    holds (a regular expression for ``<script>…</script>`` is quadratic on markup
+    full of unclosed ``<script`` tags).  A tag, comment, script or style sheet
+    left open ends the text."""
+    pieces: list[str] = []
+    position, length = 0, len(markup)
+    while position < length:
+        start = markup.find("<", position)
+        if start < 0:
+            pieces.append(markup[position:])
+            break
+        pieces.append(markup[position:start])
+        following = markup[start + 1 : start + 2]
+        if not following or not (
+            following.isascii() and (following.isalpha() or following in "/!?")
+        ):
+            pieces.append("<")  # "a < b": text, not a tag
+            position = start + 1
+            continue
+        if markup.startswith("<!--", start):
+            end = markup.find("-->", start + 4)
+            if end < 0:
+                break
+            pieces.append(" ")
+            position = end + 3
+            continue
+        end = markup.find(">", start + 1)
+        if end < 0:
+            break
+        position = end + 1
+        tag = _TAG_NAME.match(markup, start + 1)
+        name = tag.group(1).lower() if tag is not None else ""
+        if name in _RAW_TEXT_END and tag is not None and not tag.group(0).startswith("/"):
+            closing = _RAW_TEXT_END[name].search(markup, position)
+            if closing is None:
+                break
+            position = closing.start()  # its end tag is read next, as a tag
+            pieces.append(" ")
+            continue
+        pieces.append("" if name in _INLINE else " ")
+    return html.unescape("".join(pieces))

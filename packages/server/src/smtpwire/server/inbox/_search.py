@@ -4,7 +4,9 @@ SQL condition: ``from:``, ``to:``, ``subject:``, ``message-id:``, ``is:read``,
 term negated by a leading ``-`` or ``!``; terms are combined with AND.
 
 Every term is a case-insensitive substring test (``instr`` on columns stored
-lower-cased), so no user text ever becomes SQL or a LIKE pattern.
+lower-cased), so no user text ever becomes SQL or a LIKE pattern.  Free words
+look in mailpit's search text (see :mod:`._parse`); ``message-id:`` looks at the
+Message-ID alone, as mailpit's does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+_SPACE = re.compile(r"\s+")
 _TERM = re.compile(r'([-!]?)(?:([a-zA-Z-]+):)?(?:"([^"]*)"?|(\S+))')
 
 # A term's field -> the column it looks in.
@@ -19,7 +22,7 @@ _COLUMNS: Final = {
     "from": "search_from",
     "to": "search_to",
     "subject": "search_subject",
-    "message-id": "search_all",
+    "message-id": "search_message_id",
     None: "search_all",
 }
 _FLAGS: Final = {
@@ -40,8 +43,11 @@ def compile_query(query: str) -> tuple[str, list[str]]:
     parameters: list[str] = []
     for match in _TERM.finditer(query.strip()):
         negate, field, quoted, bare = match.groups()
-        value = (quoted if quoted is not None else bare or "").lower()
+        # White space as the stored text has it: one space for any run.
+        value = _SPACE.sub(" ", quoted if quoted is not None else bare or "").lower()
         key = field.lower() if field else None
+        if key == "message-id":
+            value = value.strip("<>")  # as written in the header: <id@host>
         if key is not None and (key, value) in _FLAGS:
             condition = _FLAGS[(key, value)]
         elif key in _COLUMNS:
