@@ -5,8 +5,9 @@ so :func:`obtain` fetches the .debs with ``apt-get download`` (exim4-daemon-ligh
 exim4-base, and any library package the binary cannot find here, such as libidn12)
 and unpacks them with ``dpkg-deb -x`` into a directory of the test session's own.
 Nothing is installed and nothing outside that directory changes.  What it takes,
-each a reason to skip when missing: root, apt-get with package lists and a
-reachable mirror, dpkg-deb, and ``unshare`` able to make a mount namespace.
+each a reason to skip when missing (to fail, under CI: .ci/run provides them, and
+runs ``apt-get update`` for the package lists): root, apt-get with package lists
+and a reachable mirror, dpkg-deb, and ``unshare`` able to make a mount namespace.
 
 Three obstacles, and what is done about each:
 

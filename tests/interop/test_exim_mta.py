@@ -1,5 +1,6 @@
 """Exim 4, a real MTA, on both sides of smtpwire (see interop/_exim.py for how it
-runs here without being installed; skipped, saying why, where it cannot).
+runs here without being installed; skipped, saying why, where it cannot, and
+failed instead under CI).
 
 - Exim relaying into smtpwire.server: a modern Controller (PIPELINING, CHUNKING)
   with STARTTLS required is Exim's smarthost (``manualroute``, TLS required and the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import logging
+import os
 import random
 import re
 import shutil
@@ -56,20 +58,45 @@ _COMPLETED = re.compile(r"^\S+ \S+ (\S+) Completed$", re.MULTILINE)
 _MESSAGE_ID = re.compile(r" id=(\S+)")  # as Exim logs it: without the angle brackets
 
 
+def obtain_or_skip(directory: Path) -> _exim.Exim:
+    """Exim from :func:`interop._exim.obtain`; where it cannot be had the test is
+    skipped, saying why, and fails under CI (the ``CI`` environment variable set),
+    whose .ci/run makes it obtainable (root, apt-get's package lists): as
+    :func:`interop.peers.require_tool` does for the other peers."""
+    try:
+        return _exim.obtain(directory)
+    except _exim.Unavailable as reason:
+        message = f"Exim unavailable: {reason}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI is set: CI must be able to fetch it)", pytrace=False)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def exim() -> Iterator[_exim.Exim]:
     # Under /tmp, not tmp_path_factory's private directory: Exim's user re-executes
     # the binary, so the path to it must be open to all.
     directory = Path(tempfile.mkdtemp(prefix="smtpwire-exim-debs-", dir="/tmp"))
     try:
-        try:
-            found = _exim.obtain(directory)
-        except _exim.Unavailable as reason:
-            pytest.skip(f"Exim unavailable: {reason}")
+        found = obtain_or_skip(directory)
         yield found
         _exim.reap_strays(found)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("ci", ["", "true"], ids=["locally", "under-CI"])
+def test_exim_unavailable_is_a_skip_locally_and_a_failure_under_ci(
+    ci: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def unavailable(directory: Path) -> _exim.Exim:
+        raise _exim.Unavailable("apt-get download exim4-daemon-light failed: no lists")
+
+    monkeypatch.setattr(_exim, "obtain", unavailable)
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="Exim unavailable: apt-get download"):
+        obtain_or_skip(tmp_path)
 
 
 @pytest.fixture

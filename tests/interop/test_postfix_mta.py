@@ -11,6 +11,8 @@ from smtpwire.client.
    some for good and some only the first time: Postfix's log must say, for each
    recipient, what the replies said (sent, deferred then sent, bounced), and a
    recipient is logged as sent exactly when the handler stored the message for it.
+   With a size limit on the LMTP server, a message over it is refused at the end
+   of DATA with a 552 for each recipient, and Postfix bounces each recipient.
 3. smtpwire.client (the pool, and parallel SMTP clients) sends over required
    STARTTLS into Postfix's smtpd, which forbids unauthorised pipelining and bare
    newlines: every message is queued, and Postfix logs no protocol complaint.
@@ -381,6 +383,84 @@ def test_postfix_delivers_by_lmtp_into_smtpwire(mailboxes: tuple[Mailboxes, int]
     reported = Counter(pair for bounce in handler.bounces for pair in bounced_pairs(bounce))
     assert reported == Counter(pair for pair, want in expected.items() if want == ["bounced"])
     assert all(bounce.rcpt_tos == (SENDER,) for bounce in handler.bounces)
+
+
+LMTP_SIZE_LIMIT = 64 * 1024  # octets: smtpwire's LMTP server refuses larger messages
+SIZED_MESSAGES = 8  # half of them over the limit
+
+
+@pytest.fixture
+def size_limited_mailboxes() -> Iterator[tuple[Mailboxes, int]]:
+    handler = Mailboxes()
+    controller = LMTPController(
+        handler,
+        hostname="127.0.0.1",
+        port=0,
+        server_hostname="lmtp.test",
+        data_size_limit=LMTP_SIZE_LIMIT,
+    )
+    controller.start()
+    try:
+        yield handler, controller.port
+    finally:
+        controller.stop()
+
+
+def sized_message(number: int, run: str) -> Outgoing:
+    """Two recipients; every other message (odd ``number``) about 100 KiB, over
+    LMTP_SIZE_LIMIT, the others a few lines."""
+    recipients = (f"ok-{number}@{LMTP_DOMAIN}", f"ok-{number}-b@{LMTP_DOMAIN}")
+    test_id = f"sized-{number}.{run}@{CLIENT_NAME}"
+    lines = [f"{line:07d} " + "y" * 68 for line in range(1300)] if number % 2 else ["small"]
+    content = (
+        f"From: <{SENDER}>\r\nTo: <{recipients[0]}>\r\nSubject: sized {number}\r\n"
+        f"Message-ID: <{test_id}>\r\nX-Test-Id: {test_id}\r\n\r\n" + "\r\n".join(lines) + "\r\n"
+    ).encode()
+    assert (len(content) > LMTP_SIZE_LIMIT) is bool(number % 2)
+    return Outgoing(test_id, SENDER, recipients, content, ())
+
+
+def test_postfix_bounces_per_recipient_what_smtpwire_lmtp_finds_too_big(
+    size_limited_mailboxes: tuple[Mailboxes, int],
+) -> None:
+    """smtpwire's LMTP server with a size limit refuses a message over it at the end
+    of DATA with one 552 per recipient (RFC 2033 section 4.2): Postfix must log each
+    recipient of a too-big message bounced with that reply, and each of a small one
+    sent; nothing too big is stored, and the sender gets each bounce once."""
+    handler, port = size_limited_mailboxes
+    run = uuid.uuid4().hex[:12]
+    sent = [sized_message(number, run) for number in range(SIZED_MESSAGES)]
+    too_big = {message.test_id for message in sent if len(message.content) > LMTP_SIZE_LIMIT}
+    expected = {(message.test_id, rcpt) for message in sent for rcpt in message.recipients}
+    settings = {
+        "default_transport": f"lmtp:inet:127.0.0.1:{port}",
+        # Told the server's SIZE, Postfix would bounce a larger message itself without
+        # sending it: ignoring the keyword, it sends it and the server must refuse it
+        # at the end of DATA.
+        "lmtp_discard_lhlo_keywords": "size",
+        # The bounces go to smtpwire too: keep them well under its limit.
+        "bounce_size_limit": "10000",
+    }
+    with private_postfix(settings) as postfix:
+        submit(postfix.port, sent)
+        postfix.wait_for_empty_queue(DELIVERY_TIMEOUT)
+        postfix.wait_until(lambda: set(statuses(postfix)) >= expected, "all logged", WAIT)
+        message_ids = postfix.message_ids()
+        replies = {
+            (message_ids[queue_id], recipient): reply
+            for queue_id, recipient, _status, reply in STATUS.findall(postfix.log())
+        }
+        logged = statuses(postfix)
+    for pair in expected:
+        assert logged[pair] == (["bounced"] if pair[0] in too_big else ["sent"]), pair
+        reply = replies[pair]
+        if pair[0] in too_big:
+            assert "said: 552 Error: Too much mail data" in reply, reply
+            assert reply.endswith("(in reply to end of DATA command)"), reply
+    # Only the small messages stored, once for each recipient.
+    assert Counter(handler.stored) == Counter(pair for pair in expected if pair[0] not in too_big)
+    reported = Counter(pair for bounce in handler.bounces for pair in bounced_pairs(bounce))
+    assert reported == Counter(pair for pair in expected if pair[0] in too_big)
 
 
 # -- 3. smtpwire.client into Postfix's smtpd --------------------------------------------------

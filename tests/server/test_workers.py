@@ -4,15 +4,19 @@ A handler module written into tmp_path records each message as a file named
 after the pid of the worker that received it, so the tests see which worker
 served what.  Each server gets a free loopback port chosen by the test; every
 wait is bounded by a deadline and polls what it waits for (no fixed sleeps).
+The last tests check the systemd unit docs/deploy.md gives for stopping workers
+(``KillMode=mixed``, the stop timeout) and with ``systemd-analyze verify``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from smtpwire.server._workers import stop_timeout
 from support.cli import MESSAGE, WAIT, ServerProcess, run_cli
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and processes")
 
+DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 WORKERS = re.compile(r" (?P<count>\d+) workers, pids (?P<pids>[\d, ]+);")
 RESTARTED = re.compile(r"worker (?P<slot>\d+) restarted as pid (?P<pid>\d+)")
 
@@ -117,12 +123,17 @@ class Workers:
 
 
 @contextmanager
-def workers(*args: str, env: dict[str, str] | None = None) -> Iterator[Workers]:
+def workers(
+    *args: str, env: dict[str, str] | None = None, nosetuid: bool = True
+) -> Iterator[Workers]:
     """A supervisor with its workers on a free port (another try, a few times, if
-    the port was taken meanwhile); killed with its workers if the test fails."""
+    the port was taken meanwhile); killed with its workers if the test fails.
+    ``nosetuid=False`` leaves out ``-n``: started as root, the workers then switch
+    to nobody."""
     for _ in range(5):
         port = free_port()
-        server = ServerProcess("-n", "-l", f"127.0.0.1:{port}", *args, env=env)
+        stay = ["-n"] if nosetuid else []
+        server = ServerProcess(*stay, "-l", f"127.0.0.1:{port}", *args, env=env)
         try:
             line = server.startup_line()
         except pytest.fail.Exception:
@@ -264,16 +275,62 @@ def test_stopping_lets_a_message_in_progress_finish(
                     break
                 except ConnectionResetError:
                     continue  # queued on a socket closed meanwhile: look again
-            client.sock.sendall(b"\r\nthe rest\r\n.\r\n")
+            # The end of the message with the next transaction's MAIL pipelined
+            # behind it, in one write, so that the worker reads the MAIL while the
+            # session is still open (a command sent only after the 250 could find
+            # the session already ended).
+            client.sock.sendall(b"\r\nthe rest\r\n.\r\nMAIL FROM:<anne@example.com>\r\n")
             assert client.getreply()[0] == 250  # delivered, and the client knows it
-            # No new transaction: 421, or the connection is already closed.
-            with suppress(smtplib.SMTPServerDisconnected):
-                assert client.docmd("MAIL", "FROM:<anne@example.com>")[0] == 421
+            # No new transaction while draining: 421, then the connection closed.
+            assert client.getreply() == (421, b"4.3.2 Service shutting down, closing")
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                client.getreply()
         finally:
             client.close()
         assert run.server.process.wait(WAIT) == 0
         [delivered] = inbox.glob("*.eml")
         assert b"the rest" in delivered.read_bytes()
+        assert all(gone(pid) for pid in run.pids)
+
+
+def process_ids(pid: int) -> dict[str, list[str]]:
+    """The Uid, Gid and Groups lines of /proc/PID/status."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    found = {line.split(":")[0]: line.split()[1:] for line in lines if ":" in line}
+    return {name: found[name] for name in ("Uid", "Gid", "Groups")}
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="needs root and /proc (Linux)"
+)
+def test_root_workers_switch_to_nobody_after_binding() -> None:
+    import pwd  # POSIX only: the module is imported on Windows too
+
+    nobody = pwd.getpwnam("nobody")
+    as_nobody = {
+        "Uid": [str(nobody.pw_uid)] * 4,
+        "Gid": [str(nobody.pw_gid)] * 4,
+        "Groups": [],
+    }
+    sink = ("-c", "smtpwire.server.handlers.Sink")
+    with workers("--workers", "2", *sink, nosetuid=False) as run:
+        assert "running as nobody" in run.line
+        # The supervisor stays root: the workers it restarts bind as root first.
+        assert process_ids(run.server.process.pid)["Uid"] == ["0"] * 4
+        for pid in run.pids:
+            assert process_ids(pid) == as_nobody, pid
+        for _ in range(4):
+            send(run.port)
+        # A restarted worker binds its SO_REUSEPORT socket as root, then switches.
+        os.kill(run.pids[0], signal.SIGKILL)
+        new = int(run.stderr_line(RESTARTED)["pid"])
+        run.pids.append(new)
+        assert process_ids(new) == as_nobody
+        for _ in range(4):
+            send(run.port)
+        status, _, stderr = run.server.stop(signal.SIGTERM)
+        assert status == 0, stderr
+        assert "Traceback" not in stderr
         assert all(gone(pid) for pid in run.pids)
 
 
@@ -352,7 +409,7 @@ def test_proxy_protocol_makes_the_original_client_the_peer() -> None:
             assert reader.readline().startswith(b"354")
             raw.sendall(b"Subject: proxied\r\n\r\nhi\r\n.\r\nQUIT\r\n")
             assert reader.readline().startswith(b"250")
-        printed = []
+        printed: list[str] = []
         while not printed or printed[-1] != "------------ END MESSAGE ------------":
             printed.append(server.line())
         assert "X-Peer: ('192.0.2.1', 40000)" in printed
@@ -363,3 +420,60 @@ def test_proxy_protocol_makes_the_original_client_the_peer() -> None:
         assert server.stop(signal.SIGTERM)[0] == 0
     finally:
         server.kill()
+
+
+# -- the systemd unit of docs/deploy.md ---------------------------------------------------
+
+
+def docs_unit() -> str:
+    """The systemd unit docs/deploy.md gives (its one ``ini`` block)."""
+    text = DEPLOY.read_text(encoding="utf-8")
+    [unit] = re.findall(r"^```ini\n(\[Unit\]\n.*?)^```", text, re.MULTILINE | re.DOTALL)
+    return str(unit)
+
+
+def service_settings(unit: str) -> dict[str, list[str]]:
+    """The [Service] section's settings, each name with its values in order."""
+    section = unit.partition("[Service]\n")[2].partition("\n[")[0]
+    settings: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            settings.setdefault(name, []).append(value)
+    return settings
+
+
+def test_the_docs_systemd_unit_lets_workers_drain() -> None:
+    """SIGTERM for the supervisor alone (which passes it on: a worker signalled by
+    systemd as well would get it twice, and a second SIGTERM cuts its drain short),
+    and a stop timeout past the supervisor's own limit for the workers."""
+    service = service_settings(docs_unit())
+    assert service.get("KillSignal") == ["SIGTERM"]
+    assert service.get("KillMode") == ["mixed"]
+    environment = dict(value.partition("=")[::2] for value in service["Environment"])
+    grace = float(environment["SMTPWIRE_SHUTDOWN_GRACE"])
+    [timeout] = service["TimeoutStopSec"]
+    assert float(timeout.removesuffix("s")) > stop_timeout(grace)
+
+
+def test_the_docs_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    systemd_analyze = shutil.which("systemd-analyze")
+    if systemd_analyze is None:
+        pytest.skip("systemd-analyze not found (Debian package systemd)")
+    unit = docs_unit()
+    # The unit's program must exist for verify: this interpreter runs the server.
+    written = "ExecStart=/opt/smtpwire/bin/smtpwire-server\n"
+    assert written in unit
+    unit = unit.replace(written, f"ExecStart={sys.executable} -m smtpwire.server\n")
+    path = tmp_path / "smtpwire.service"
+    path.write_text(unit, encoding="utf-8")
+    result = subprocess.run(  # noqa: S603 - systemd-analyze on a file of ours
+        [systemd_analyze, "verify", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    # Unknown or misspelt settings are only warned about ("ignoring"): no output at all.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
