@@ -3,13 +3,16 @@ the inbox's own web server and an SMTP server storing into it.
 
 A mail sent with smtplib must appear in the open page without a reload, open
 (and turn read), show its HTML body in a sandbox where its script does not run,
-hand out its attachment byte for byte, and go away when deleted.
+show the SMTP session that delivered it, let the browser download its attachment
+byte for byte, and go away when deleted.
 
 The servers are the ``live_inbox`` of tests/inbox/conftest.py (both on loopback,
 port 0, stopped by the fixture).  Skipped, with the reason, when the inbox cannot
 be imported, or when Debian's chromium / chromedriver are absent: nothing is
 downloaded at test time (Selenium Manager is never asked).  Screenshots go to
 ``$SMTPWIRE_ARTIFACTS`` or the test's tmp_path; their paths are printed.
+Downloads go to a directory under the test's tmp_path (Chrome's download prefs,
+and the DevTools command ``Browser.setDownloadBehavior`` for headless mode).
 """
 
 from __future__ import annotations
@@ -82,11 +85,6 @@ class Stack:
             exc.close()
             return int(exc.code)
 
-    def fetch(self, url: str) -> bytes:
-        assert url.startswith(self.url + "/"), url
-        with urllib.request.urlopen(url, timeout=WAIT) as response:  # noqa: S310
-            return bytes(response.read())
-
     def send(self, message: EmailMessage) -> None:
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=WAIT) as client:
             client.send_message(message)
@@ -102,7 +100,7 @@ def stack(live_inbox: Any) -> Stack:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (Debian package chromium)")
     if not CHROMEDRIVER.exists():
@@ -130,6 +128,16 @@ def browser() -> Iterator[webdriver.Chrome]:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Downloads land in a directory of the test run, without a prompt; each test that
+    # downloads points them at its own directory (the ``downloads`` fixture).
+    options.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(tmp_path_factory.mktemp("downloads")),
+            "download.prompt_for_download": False,
+            "download.directory_upgrade": True,
+        },
+    )
     if os.geteuid() == 0:
         options.add_argument("--no-sandbox")  # Chromium's own sandbox refuses to run as root
     with pytest.MonkeyPatch.context() as patch:
@@ -153,6 +161,21 @@ def artifacts(tmp_path: Path) -> Path:
         return tmp_path
     directory = Path(configured)
     directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def downloads(browser: webdriver.Chrome, tmp_path: Path) -> Path:
+    """An empty directory of this test's where the browser's downloads now go.
+
+    The prefs set at launch hold for the whole module; DevTools' download behaviour
+    "allow" with a path (also obeyed in headless mode) points them here."""
+    directory = tmp_path / "downloads"
+    directory.mkdir()
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior",
+        {"behavior": "allow", "downloadPath": str(directory), "eventsEnabled": False},
+    )
     return directory
 
 
@@ -227,6 +250,19 @@ def mail(subject: str, *, html: str | None = None, attachment: bytes | None = No
     return message
 
 
+def downloaded(driver: WebDriver, directory: Path, name: str) -> bytes:
+    """The bytes of ``directory/name`` once the browser has finished writing it:
+    the file is there and no partial download (``.crdownload``) is left."""
+
+    def finished(_: WebDriver) -> bool:
+        entries = {path.name for path in directory.iterdir()}
+        return name in entries and not any(entry.endswith(".crdownload") for entry in entries)
+
+    wait_for(driver, finished, f"the download of {name} into {directory}")
+    assert sorted(path.name for path in directory.iterdir()) == [name]
+    return (directory / name).read_bytes()
+
+
 def page_errors(driver: webdriver.Chrome) -> list[str]:
     """The console's errors since the last call: script errors, failed requests."""
     read_log: Callable[[str], list[dict[str, Any]]] = driver.get_log  # untyped in selenium
@@ -243,7 +279,11 @@ def screenshot(driver: WebDriver, directory: Path, name: str) -> Path:
 
 
 def test_mail_arrives_live_opens_sandboxed_and_is_deleted(
-    page: webdriver.Chrome, stack: Stack, artifacts: Path, capsys: pytest.CaptureFixture[str]
+    page: webdriver.Chrome,
+    stack: Stack,
+    artifacts: Path,
+    downloads: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     driver = page
     driver.execute_script("window.smtpwireSamePage = true;")
@@ -292,26 +332,33 @@ def test_mail_arrives_live_opens_sandboxed_and_is_deleted(
     driver.find_element(By.ID, "tab-raw").click()
     wait_for(driver, lambda d: "Content-Type: multipart/" in d.find_element(By.ID, "msg-raw").text)
 
-    # The attachment's download link hands out the very bytes that were sent.
+    # The attachment's link: clicked, the browser downloads the very bytes that were sent.
     driver.find_element(By.ID, "tab-attachments").click()
     link = wait_for(
         driver, lambda d: d.find_element(By.CSS_SELECTOR, "#msg-attachments a"), "attachments"
     )
     assert link.text == "report.bin"
-    assert stack.fetch(str(link.get_attribute("href"))) == payload
+    assert str(link.get_attribute("href")).startswith(f"{stack.url}/api/v1/message/{message_id}/")
+    assert list(downloads.iterdir()) == []
+    link.click()
+    assert downloaded(driver, downloads, "report.bin") == payload
 
-    # The SMTP session tab is shown exactly when the server records sessions.
+    # The message came over SMTP: the server has its session, and the tab shows it.
+    assert stack.status(f"/api/smtpwire/message/{message_id}/session") == 200
+    facts = stack.api(f"/api/smtpwire/message/{message_id}/session")
+    assert facts["MailFrom"] == "alice@example.com"
+    assert facts["RcptTo"] == ["bob@example.org"]
     session_tab = driver.find_element(By.ID, "tab-session")
-    if stack.status(f"/api/smtpwire/message/{message_id}/session") == 200:
-        wait_for(driver, lambda d: session_tab.is_displayed(), "the session tab")
-        session_tab.click()
-        wait_for(
-            driver,
-            lambda d: "MAIL FROM" in d.find_element(By.ID, "session-transcript").text.upper(),
-            "the transcript",
-        )
-    else:
-        assert not session_tab.is_displayed()
+    wait_for(driver, lambda d: session_tab.is_displayed(), "the session tab")
+    session_tab.click()
+    wait_for(
+        driver,
+        lambda d: "MAIL FROM" in d.find_element(By.ID, "session-transcript").text.upper(),
+        "the transcript",
+    )
+    transcript = driver.find_element(By.ID, "session-transcript").text.upper()
+    assert "RCPT TO" in transcript
+    assert "DATA" in transcript
 
     # Deleting it takes the row away, and the message from the server.
     driver.find_element(By.ID, "msg-delete").click()
