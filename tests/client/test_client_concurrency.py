@@ -6,6 +6,12 @@ races one in progress waits until that connection is closed, so concurrent
 ``async with client:`` blocks run in turn.  Over real sockets, against
 smtpwire.server (one command per round trip) and a scripted server that offers
 PIPELINING (one write per transaction, which must stay so).
+
+When the server drops the connection, the client closes as ``close()`` does (as
+aiosmtplib's connection-lost handling does), so a ``connect()`` waiting for the
+connect lock goes ahead instead of waiting for ever.  Those races run against a
+scripted asyncio server in the test's loop (127.0.0.1, port 0) that hangs up when
+the test tells it to; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from email.message import EmailMessage
 import pytest
 
 import smtpwire.client as aiosmtplib
+from smtpwire.client.protocol import SMTPProtocol
+from smtpwire.client.response import SMTPResponse
 from support.client_harness import Sink, make_client
-from support.fake_smtp import FakeSMTPServer, client_for
+from support.fake_smtp import WAIT, FakeConnection, FakeSMTPServer, client_for
 from support.server import ServerThread
 
 MESSAGES = 6
@@ -134,3 +142,161 @@ async def test_connect_on_a_connected_client_still_raises(server: ServerThread) 
             await client.connect()
         assert caught.value.message == "SMTP instance is already connected"
         assert (await client.noop()).code == 250
+
+
+# --- the server drops the connection ------------------------------------------------------
+
+
+async def connected_with_a_connect_waiting(
+    client: aiosmtplib.SMTP,
+) -> asyncio.Future[SMTPResponse]:
+    """Connect ``client``, and start a second connect() that waits for the lock."""
+    first = asyncio.ensure_future(client.connect())
+    second = asyncio.ensure_future(client.connect())
+    assert (await asyncio.wait_for(first, WAIT)).code == 220
+    # A whole round trip later the second connect is still waiting, having opened nothing.
+    assert (await client.noop()).code == 250
+    assert not second.done()
+    return second
+
+
+async def test_waiting_connect_goes_ahead_when_the_server_drops_the_connection() -> None:
+    async with FakeSMTPServer() as server:
+        client = client_for(server)
+        second = await connected_with_a_connect_waiting(client)
+        assert len(server.connections) == 1
+        server.connections[0].close()  # e.g. the server's idle timeout
+        try:
+            greeting = await asyncio.wait_for(second, WAIT)
+        finally:
+            second.cancel()
+            client.close()
+        assert greeting.code == 220
+        assert len(server.connections) == 2
+
+
+async def test_a_dropped_connection_leaves_the_client_as_close_does() -> None:
+    async with FakeSMTPServer(extensions=["SIZE 1000", "AUTH PLAIN"]) as server:
+        client = client_for(server)
+        await client.connect()
+        await client.ehlo()
+        protocol = client.protocol
+        assert protocol is not None
+        server.connection.close()
+        assert await protocol.wait_lost(WAIT)
+        assert client.protocol is None
+        assert client.transport is None
+        assert not client.is_connected
+        assert client.last_ehlo_response is None
+        assert client.esmtp_extensions == {}
+        assert client.server_auth_methods == []
+        # The connect lock is free: connect() does not wait.
+        assert (await asyncio.wait_for(client.connect(), WAIT)).code == 220
+        assert (await client.ehlo()).code == 250
+        await client.quit()
+
+
+async def test_waiting_connect_goes_ahead_when_the_server_hangs_up_after_its_greeting() -> None:
+    def hang_up_on_the_first(connection: FakeConnection) -> None:
+        if len(connection.server.connections) == 1:
+            connection.close()  # right after the greeting
+
+    async with FakeSMTPServer(on_connect=hang_up_on_the_first) as server:
+        client = client_for(server)
+        first = asyncio.ensure_future(client.connect())
+        second = asyncio.ensure_future(client.connect())
+        try:
+            assert (await asyncio.wait_for(first, WAIT)).code == 220
+            assert (await asyncio.wait_for(second, WAIT)).code == 220
+        finally:
+            first.cancel()
+            second.cancel()
+        assert client.is_connected
+        assert (await client.noop()).code == 250
+        await client.quit()
+        assert len(server.connections) == 2
+
+
+async def test_waiting_connect_goes_ahead_when_the_server_drops_during_a_command() -> None:
+    def silent_help(connection: FakeConnection, line: bytes) -> bytes | None:
+        return None if line.upper() == b"HELP" else connection.default(line)
+
+    async with FakeSMTPServer(on_line=silent_help) as server:
+        client = client_for(server)
+        second = await connected_with_a_connect_waiting(client)
+        command = asyncio.ensure_future(client.help())
+        await server.wait_until(lambda: b"HELP" in server.connection.lines)
+        server.connection.close()
+        try:
+            with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+                await asyncio.wait_for(command, WAIT)
+            assert (await asyncio.wait_for(second, WAIT)).code == 220
+        finally:
+            second.cancel()
+            client.close()
+        assert len(server.connections) == 2
+
+
+async def test_a_connection_lost_with_its_last_replies_in_still_frees_the_lock() -> None:
+    # The order a loop can deliver things in, set up by hand: the reply a command
+    # waits for arrives and the connection is lost before the reading task runs
+    # again.  The reader still gets its reply; then the client closes.
+    async with FakeSMTPServer() as server:
+        client = client_for(server)
+        second = await connected_with_a_connect_waiting(client)
+        protocol, transport = client.protocol, client.transport
+        assert protocol is not None
+        assert transport is not None
+        assert client._command_lock is not None
+        try:
+            async with client._command_lock:  # a command in flight
+                protocol.expect(1)
+                protocol.data_received(b"250 2.0.0 OK\r\n")
+                transport.abort()
+                assert await protocol.wait_lost(WAIT)
+                # Not dropped under the command that is reading.
+                assert client.protocol is protocol
+                replies = await client._read(protocol, 1, WAIT)
+            assert [reply.code for reply in replies] == [250]
+            assert (await asyncio.wait_for(second, WAIT)).code == 220
+        finally:
+            second.cancel()
+            client.close()
+        assert len(server.connections) == 2
+
+
+class LostAtTheEndOfConnect(aiosmtplib.SMTP):
+    """A connect() whose connection is lost after its last exchange, before it
+    returns (the server hanging up right after its greeting, seen late)."""
+
+    lose_it = True
+
+    async def _connect(self, timeout: float | None) -> SMTPResponse:
+        greeting = await super()._connect(timeout)
+        protocol = self.protocol
+        assert isinstance(protocol, SMTPProtocol)
+        if self.lose_it:
+            self.lose_it = False
+            assert self.transport is not None
+            self.transport.abort()
+            assert await protocol.wait_lost(WAIT)
+        return greeting
+
+
+async def test_waiting_connect_goes_ahead_when_a_connect_ends_on_a_lost_connection() -> None:
+    async with FakeSMTPServer() as server:
+        client = LostAtTheEndOfConnect(
+            hostname="127.0.0.1", port=server.port, local_hostname="client.example",
+            start_tls=False, timeout=WAIT,
+        )  # fmt: skip
+        first = asyncio.ensure_future(client.connect())
+        second = asyncio.ensure_future(client.connect())
+        try:
+            assert (await asyncio.wait_for(first, WAIT)).code == 220
+            assert (await asyncio.wait_for(second, WAIT)).code == 220
+        finally:
+            first.cancel()
+            second.cancel()
+        assert client.is_connected
+        await client.quit()
+        assert len(server.connections) == 2

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from smtpwire.common.errors import SASLDecodeError
-from smtpwire.common.sasl import cram_md5_response, encode_login, encode_plain, encode_xoauth2
+from smtpwire.common.sasl import encode_login, encode_plain, encode_xoauth2
 
+from .auth import auth_crammd5_verify
 from .errors import SMTPAuthenticationError, SMTPException
 from .response import SMTPResponse
 from .typing import DefaultNumType, SMTPTokenGenerator, _default
@@ -129,13 +129,15 @@ class AuthMixin:
         if challenge.code != _CONTINUE:
             raise SMTPAuthenticationError(challenge.code, challenge.message)
         try:
-            answer = cram_md5_response(username, password, challenge.message)
-        except SASLDecodeError as error:
+            # The public helper, so that the login path reads a challenge exactly as
+            # aiosmtplib does and refuses one with the same error.
+            answer = auth_crammd5_verify(username, password, challenge.message)
+        except SMTPAuthenticationError:
+            # Unlike aiosmtplib, which leaves the server waiting for an answer (and
+            # login()'s next mechanism would be taken for it): cancel (RFC 4954).
             await self._auth_line("*", timeout)
-            raise SMTPAuthenticationError(
-                challenge.code, f"Invalid CRAM-MD5 challenge: {error}"
-            ) from error
-        return await self._finish(await self._auth_line(answer, timeout))
+            raise
+        return await self._finish(await self._auth_line(answer.decode("ascii"), timeout))
 
     async def auth_xoauth2(
         self, username: str | bytes, access_token: str | bytes, /, *,

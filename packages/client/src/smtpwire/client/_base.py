@@ -102,11 +102,14 @@ class ClientBase(AuthMixin):
             if start_tls is None:
                 # aiosmtplib 1.x never upgraded by itself; its examples call starttls().
                 self._start_tls_on_connect = False
-        self.protocol: SMTPProtocol | None = None
+        self._protocol: SMTPProtocol | None = None
         self.transport: asyncio.Transport | None = None
+        # Why the connection is gone, when the client closed because it was lost:
+        # the next command reports it (the server's 421 text, if it said one).
+        self._lost_message: str | None = None
         self._reset_server_state()
         self._connect_lock: asyncio.Lock | None = None
-        self._connecting = False  # a connect() holds the connect lock and is under way
+        self._connect_under_way = False  # see _connecting
         # One whole transaction at a time: tasks sharing the client take turns.
         self._sendmail_lock: asyncio.Lock | None = None
         self._command_lock: asyncio.Lock | None = None
@@ -161,6 +164,33 @@ class ClientBase(AuthMixin):
     # -- properties ------------------------------------------------------------------
 
     @property
+    def protocol(self) -> SMTPProtocol | None:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, protocol: SMTPProtocol | None) -> None:
+        # Whoever sets it (connect(), a test), the client hears of its loss.
+        if self._protocol is not None and self._protocol is not protocol:
+            self._protocol.on_lost = None
+        self._protocol = protocol
+        if protocol is not None:
+            protocol.on_lost = self._connection_lost
+
+    @property
+    def _connecting(self) -> bool:
+        """A connect() holds the connect lock and is under way."""
+        return self._connect_under_way
+
+    @_connecting.setter
+    def _connecting(self, under_way: bool) -> None:
+        self._connect_under_way = under_way
+        protocol = self._protocol
+        if not under_way and protocol is not None and protocol.lost:
+            # The connection was lost while connect() ran (it left the close to
+            # connect()): a connect() that ends on it, even successfully, closes.
+            self._connection_lost(protocol)
+
+    @property
     def is_connected(self) -> bool:
         return self.protocol is not None and self.protocol.is_connected
 
@@ -190,6 +220,29 @@ class ClientBase(AuthMixin):
         keep the socket open."""
         self._drop(abort=True)
 
+    def _connection_lost(self, protocol: SMTPProtocol) -> None:
+        """``protocol``'s connection is gone (the server hung up, the network
+        failed): the client closes, as aiosmtplib's does, which releases the
+        connect lock, so a connect() waiting for it goes ahead.
+
+        Not yet while a connect() is under way (it closes when it ends, see
+        _connecting) or a command holds the command lock: that command may still
+        read replies that arrived before the loss, and its state (EHLO's
+        extensions) must not land on a client already reset; it closes when it
+        fails, and _settle_if_lost() comes back here once it is done."""
+        if protocol is not self._protocol or self._connecting:
+            return  # an old connection, or connect() will see to it
+        if self._command_lock is not None and self._command_lock.locked():
+            return
+        self.close()
+        self._lost_message = str(protocol.not_connected())
+
+    def _settle_if_lost(self, protocol: SMTPProtocol) -> None:
+        """After a command used ``protocol``: if its connection is gone, close once
+        the command's caller has done with its replies (the next loop turn)."""
+        if protocol.lost:
+            asyncio.get_running_loop().call_soon(self._connection_lost, protocol)
+
     def _drop(self, *, abort: bool) -> None:
         if self.transport is not None and not self.transport.is_closing():
             if abort:
@@ -200,9 +253,11 @@ class ClientBase(AuthMixin):
             self.transport.abort()
         self.transport = None
         self.protocol = None
+        self._lost_message = None
         self._reset_server_state()
         # A connect() under way releases the lock itself when it fails: a close()
-        # from elsewhere meanwhile must not hand the lock to a second connect.
+        # from elsewhere (or a lost connection) meanwhile must not hand the lock to
+        # a second connect.
         if self._connect_lock is not None and self._connect_lock.locked() and not self._connecting:
             self._connect_lock.release()
 
@@ -215,19 +270,23 @@ class ClientBase(AuthMixin):
         self, protocol: SMTPProtocol, count: int, timeout: float | None
     ) -> list[SMTPReply]:
         try:
-            return await protocol.read_replies(count, timeout)
+            replies = await protocol.read_replies(count, timeout)
         except asyncio.TimeoutError as error:
             # A late reply would pair with the next command: the connection is done.
             self._abort()
             raise SMTPReadTimeoutError("Timed out waiting for server response") from error
         except SMTPServerDisconnected:
-            if protocol.quit_sent:
-                raise
-            self.close()
+            # Not a connection another connect() has opened since.
+            if not protocol.quit_sent and protocol is self._protocol:
+                self.close()
             raise
         except SMTPResponseException:
             self._abort()  # malformed or oversized reply: the stream is out of step
             raise
+        # Replies that arrived before the connection was lost are still read; the
+        # close the loss calls for follows (SMTPPool's pipelined reads come here).
+        self._settle_if_lost(protocol)
+        return replies
 
     async def _exchange(
         self,
@@ -242,7 +301,7 @@ class ClientBase(AuthMixin):
         ``replies`` says otherwise (LMTP answers a message once per recipient)."""
         protocol = self.protocol
         if protocol is None or self._command_lock is None:
-            raise SMTPServerDisconnected("Server not connected")
+            raise SMTPServerDisconnected(self._lost_message or "Server not connected")
         if not self.is_connected:
             raise protocol.not_connected()
         count = len(lines) if replies is None else replies
@@ -250,18 +309,22 @@ class ClientBase(AuthMixin):
         if stream is not None and stream.encoded is not None:
             # An in-memory message goes out in the same write as any commands.
             lines, stream = [*lines, stream.encoded], None
-        async with self._command_lock:
-            try:
-                protocol.expect(count)
-                if lines:
-                    protocol.write(b"".join(lines))
-                if stream is not None:
-                    await self._write_stream(protocol, stream, wait)
-                replies_read = await self._read(protocol, count, wait)
-            except asyncio.CancelledError:
-                # The replies still on their way would answer the next commands.
-                self._abort()
-                raise
+        try:
+            async with self._command_lock:
+                try:
+                    protocol.expect(count)
+                    if lines:
+                        protocol.write(b"".join(lines))
+                    if stream is not None:
+                        await self._write_stream(protocol, stream, wait)
+                    replies_read = await self._read(protocol, count, wait)
+                except asyncio.CancelledError:
+                    # The replies still on their way would answer the next commands.
+                    self._abort()
+                    raise
+        finally:
+            # Lost while this command held the lock, whichever way it ended.
+            self._settle_if_lost(protocol)
         return self._after_replies(replies_read)
 
     async def _write_stream(
@@ -339,6 +402,8 @@ class ClientBase(AuthMixin):
         response = SMTPResponse.from_reply(replies[0])
         if response.code != 250:
             raise SMTPHeloError(response.code, response.message)
+        # smtpwire.common's strict reading decides what the server supports, not
+        # the aiosmtplib-exact public parse_esmtp_extensions (see esmtp.py).
         self._set_extensions(parse_ehlo_reply(replies[0]), response)
         return response
 
@@ -463,10 +528,12 @@ class ClientBase(AuthMixin):
                 protocol.quit_sent = False
         if response.code != 221:
             raise SMTPResponseException(response.code, response.message)
-        transport = self.transport
-        self.close()
-        if protocol is not None and transport is not None:
-            await closed_after_quit(protocol, transport)
+        # Not a connection another task has opened since this one was lost.
+        if protocol is not None and protocol is self._protocol:
+            transport = self.transport
+            self.close()
+            if transport is not None:
+                await closed_after_quit(protocol, transport)
         return response
 
 

@@ -5,15 +5,18 @@ signatures and ``bytes`` results, so ``from aiosmtplib.auth import ...`` becomes
 The encodings are smtpwire.common's (one SASL implementation for the client and
 the server); they refuse what would garble the exchange (a NUL inside a PLAIN or
 LOGIN credential, ^A/CR/LF inside an XOAUTH2 username or token) with ValueError,
-where aiosmtplib would encode it.
+where aiosmtplib would encode it.  A CRAM-MD5 challenge is read as aiosmtplib
+reads it (``SMTP.auth_crammd5`` answers through :func:`auth_crammd5_verify` too).
 """
 
 from __future__ import annotations
 
-import binascii
+import base64
 
-from smtpwire.common.errors import SASLDecodeError
 from smtpwire.common.sasl import cram_md5_response, encode_login, encode_plain, encode_xoauth2
+
+from .errors import SMTPAuthenticationError
+from .typing import SMTPStatus
 
 __all__ = ["auth_crammd5_verify", "auth_login_encode", "auth_plain_encode", "auth_xoauth2_encode"]
 
@@ -26,12 +29,21 @@ def auth_crammd5_verify(
     username: str | bytes, password: str | bytes, challenge: str | bytes, /
 ) -> bytes:
     """The answer to a CRAM-MD5 challenge (as received, base64): base64 of
-    ``username hex(hmac-md5(password, challenge))``."""
+    ``username hex(hmac-md5(password, challenge))``.
+
+    The challenge is decoded as aiosmtplib decodes it, with the standard library's
+    lenient ``base64.b64decode`` (characters outside the alphabet are skipped); one
+    it cannot decode raises ``SMTPAuthenticationError(334, "Invalid CRAM-MD5
+    challenge from server: '...'")``, aiosmtplib's error and text."""
     try:
-        return cram_md5_response(username, password, challenge).encode("ascii")
-    except SASLDecodeError as error:
-        # binascii.Error, as aiosmtplib's base64 decoding raises (a ValueError).
-        raise binascii.Error(f"Invalid CRAM-MD5 challenge: {error}") from error
+        decoded = base64.b64decode(challenge)
+    except ValueError as error:  # binascii.Error, or non-ASCII text
+        raise SMTPAuthenticationError(
+            SMTPStatus.auth_continue, f"Invalid CRAM-MD5 challenge from server: {challenge!r}"
+        ) from error
+    # Re-encoded, the decoded challenge is canonical base64 for common's encoding.
+    canonical = base64.b64encode(decoded)
+    return cram_md5_response(username, password, canonical).encode("ascii")
 
 
 def auth_plain_encode(username: str | bytes, password: str | bytes, /) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Final
 
 from smtpwire.common.buffers import receive_buffer
@@ -47,6 +48,9 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         self.quit_sent = False
         self.closed = False
         self._lost = False
+        # Told when the connection is gone, after every waiter has been failed: the
+        # client closes then, as aiosmtplib's does (freeing its connect lock).
+        self.on_lost: Callable[[SMTPProtocol], None] | None = None
         self._lost_waiter: asyncio.Future[None] | None = None
         self._timed_out = False
         # One timer serves many reads: a read moves the deadline; the timer, when it
@@ -116,6 +120,8 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(self._disconnected(exc))
             waiter.exception()  # retrieved: nobody may be awaiting it any more
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -135,6 +141,11 @@ class SMTPProtocol(asyncio.BufferedProtocol, asyncio.Protocol):
             if self._lost_waiter is None:
                 self._lost_waiter = self._loop.create_future()
             await asyncio.wait([self._lost_waiter], timeout=timeout)
+        return self._lost
+
+    @property
+    def lost(self) -> bool:
+        """Whether the connection is gone (``connection_lost`` has run)."""
         return self._lost
 
     @property

@@ -78,8 +78,9 @@ class LoginPassword(NamedTuple):
     password: bytes
 
     def __str__(self) -> str:
-        # aiosmtpd formats the bytes into the quotes (login='b'anne''); the login
-        # is shown as text instead, which is what that format meant to show.
+        # As aiosmtpd 1.4.6, the login is shown as text (login='anne'); one that is
+        # not UTF-8 shows replacement characters, where aiosmtpd's str() raises
+        # UnicodeDecodeError (a log line must not fail on what a client sent).
         login = self.login
         shown = login.decode(errors="replace") if isinstance(login, bytes) else str(login)
         return f"LoginPassword(login='{shown}', password=...)"
