@@ -300,3 +300,56 @@ async def test_waiting_connect_goes_ahead_when_a_connect_ends_on_a_lost_connecti
         assert client.is_connected
         await client.quit()
         assert len(server.connections) == 2
+
+
+async def test_an_async_with_block_whose_connection_dropped_leaves_the_next_ones_alone() -> None:
+    """Block 1's connection is dropped by the server; block 2's connect() goes ahead.
+    Block 1 ending afterwards must not QUIT or close block 2's connection."""
+    async with FakeSMTPServer() as server:
+        client = client_for(server)
+        inside_first = asyncio.Event()
+        leave_first = asyncio.Event()
+        second_connected = asyncio.Event()
+        first_left = asyncio.Event()
+
+        async def first() -> None:
+            async with client:
+                inside_first.set()
+                await asyncio.wait_for(leave_first.wait(), WAIT)
+            first_left.set()
+
+        async def second() -> tuple[dict[str, SMTPResponse], str]:
+            async with client:  # entered with the first: its connect() waits for the lock
+                second_connected.set()
+                await asyncio.wait_for(first_left.wait(), WAIT)
+                return await client.sendmail("a@example.com", ["b@example.com"], b"hi\r\n")
+
+        tasks = [asyncio.ensure_future(first()), asyncio.ensure_future(second())]
+        try:
+            await asyncio.wait_for(inside_first.wait(), WAIT)
+            await server.wait_connected(1)
+            server.connections[0].close()
+            await asyncio.wait_for(second_connected.wait(), WAIT)
+            leave_first.set()
+            _, (refused, _) = await asyncio.wait_for(asyncio.gather(*tasks), WAIT)
+        finally:
+            for task in tasks:
+                task.cancel()
+            client.close()
+        assert refused == {}
+        assert len(server.connections) == 2
+        assert b"QUIT" not in server.connections[1].received.split(b"MAIL")[0]
+
+
+async def test_a_block_that_reconnects_after_a_drop_still_quits_its_new_connection() -> None:
+    async with FakeSMTPServer() as server:
+        client = client_for(server)
+        async with client:
+            protocol = client.protocol
+            assert protocol is not None
+            server.connections[0].close()
+            assert await protocol.wait_lost(WAIT)
+            await client.connect()
+            assert (await client.noop()).code == 250
+        await server.wait_until(lambda: b"QUIT" in server.connections[1].received)
+        assert not client.is_connected

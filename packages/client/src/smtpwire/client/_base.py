@@ -112,6 +112,9 @@ class ClientBase(AuthMixin):
         self._connect_under_way = False  # see _connecting
         # One whole transaction at a time: tasks sharing the client take turns.
         self._sendmail_lock: asyncio.Lock | None = None
+        # Each task's open ``async with client:`` blocks, with the connection each
+        # entered with (see SMTP.__aenter__).
+        self._blocks: dict[asyncio.Task[Any] | None, list[SMTPProtocol | None]] = {}
         self._command_lock: asyncio.Lock | None = None
         self._validate_config()
 

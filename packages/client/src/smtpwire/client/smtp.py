@@ -105,7 +105,7 @@ class SMTP(ClientBase):
         self._connecting = True
         wait = self._timeout(timeout)
         try:
-            return await self._connect(wait)
+            greeting = await self._connect(wait)
         except BaseException:
             protocol, transport = self.protocol, self.transport
             self._connecting = False  # so that this close releases the connect lock
@@ -118,6 +118,10 @@ class SMTP(ClientBase):
             raise
         finally:
             self._connecting = False
+        entered = self._blocks.get(asyncio.current_task())
+        if entered:
+            entered[-1] = self.protocol  # a block reconnecting: its own connection again
+        return greeting
 
     async def _connect(self, timeout: float | None) -> SMTPResponse:
         loop = asyncio.get_running_loop()
@@ -162,6 +166,10 @@ class SMTP(ClientBase):
     async def __aenter__(self) -> SMTP:
         if not self.is_connected:
             await self.connect()
+        # The connection this block uses, per task: if the server drops it, another
+        # task's block may connect meanwhile, and this block's end must leave that
+        # connection alone.
+        self._blocks.setdefault(asyncio.current_task(), []).append(self.protocol)
         return self
 
     async def __aexit__(
@@ -170,6 +178,14 @@ class SMTP(ClientBase):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        task = asyncio.current_task()
+        entered = self._blocks.get(task)
+        if entered:
+            own = entered.pop()
+            if not entered:
+                del self._blocks[task]
+            if own is not self.protocol:
+                return  # this block's connection is gone; the current one is another's
         if isinstance(
             exc, ConnectionError | TimeoutError | asyncio.TimeoutError | asyncio.CancelledError
         ):
