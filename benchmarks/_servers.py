@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import select
+import shlex
 import signal
 import socket
 import statistics
@@ -32,6 +33,8 @@ from typing import Any
 
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
+#: Of the postfix package, the benchmarks run only smtp-sink and smtp-source.
+POSTFIX_NOTE = "(Debian, Ubuntu; only this tool of it runs)"
 RECEIVER = Path(__file__).with_name("_receiver.py")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -196,9 +199,23 @@ def require_anchor(module: str, requirement: str) -> None:
     (``nox -s bench`` installs them all)."""
     if importlib.util.find_spec(module) is None:
         raise SystemExit(
-            f"{module} is not installed: pip install '{requirement}' "
+            f"{module} is not installed: pip install {shlex.quote(requirement)} "
             "(or run the benchmarks with: python3 -m nox -s bench)"
         )
+
+
+def postfix_tool_missing(tool: Path) -> str:
+    """The one line that stops a benchmark needing Postfix's smtp-sink or
+    smtp-source where it is not installed."""
+    return f"{tool.name} is not installed ({tool}): apt-get install postfix {POSTFIX_NOTE}"
+
+
+def postfix_tool_left_out(tool: Path) -> str:
+    """The one line that says a Postfix tool's rows are left out of a benchmark."""
+    return (
+        f"{tool.name} is not installed ({tool}; apt-get install postfix {POSTFIX_NOTE}): "
+        "its rows are left out"
+    )
 
 
 def uvloop_installed() -> bool:

@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import resource
-import shutil
 import smtplib
 import socket
 import statistics
@@ -41,6 +40,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from _servers import SMTP_SINK, postfix_tool_missing
 from smtpwire.client import SMTP
 from smtpwire.client.pool import SMTPPool
 
@@ -72,7 +72,7 @@ def free_port() -> int:
 def sink_command(port: int) -> list[str]:
     # As root smtp-sink must be told whom to run as.
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    return ["/usr/sbin/smtp-sink", *user, f"127.0.0.1:{port}", "1000"]
+    return [str(SMTP_SINK), *user, f"127.0.0.1:{port}", "1000"]
 
 
 def server_command(port: int) -> list[str]:
@@ -186,8 +186,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     receivers = list(RECEIVERS) if options.into == "all" else [options.into]
-    if "smtp-sink" in receivers and shutil.which("smtp-sink", path="/usr/sbin") is None:
-        raise SystemExit("smtp-sink not found: install Debian's postfix (see DESIGN.md)")
+    if "smtp-sink" in receivers and not SMTP_SINK.exists():
+        raise SystemExit(postfix_tool_missing(SMTP_SINK))
     results: dict[str, Results] = {}
     for receiver in receivers:
         results[receiver] = run_scenarios(RECEIVERS[receiver], options.messages, options.repeat)

@@ -42,6 +42,7 @@ from _servers import (
     describe,
     mib,
     pin,
+    postfix_tool_left_out,
     ratio,
     split_cores,
     start_python_server,
@@ -231,7 +232,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown receivers {sorted(unknown)}; known: {list(RECEIVERS)}")
     if "smtp-sink" in names and not SMTP_SINK.exists():
-        print("smtp-sink not found (Debian package postfix): left out")
+        print(postfix_tool_left_out(SMTP_SINK))
         names.remove("smtp-sink")
     repeat = options.repeat or (2 if options.quick else 5)
     content_size, data = stuffed_message(options.size_mib * MIB)

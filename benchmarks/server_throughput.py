@@ -54,6 +54,8 @@ from _servers import (
     ServerProcess,
     describe,
     pin,
+    postfix_tool_left_out,
+    postfix_tool_missing,
     ratio,
     split_cores,
     start_python_server,
@@ -302,7 +304,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     if not SMTP_SOURCE.exists():
-        raise SystemExit("smtp-source not found: install Debian's postfix (see DESIGN.md)")
+        raise SystemExit(postfix_tool_missing(SMTP_SOURCE))
     names = chosen(parser, "--servers", options.servers, SERVERS)
     handlers = chosen(parser, "--handlers", options.handlers, tuple(HANDLERS))
     have_uvloop = uvloop_installed()
@@ -315,7 +317,7 @@ def main() -> None:
         if "uvloop" in loops and not have_uvloop:
             parser.error("--loops uvloop: uvloop is not installed (pip install uvloop)")
     if "smtp-sink" in names and not SMTP_SINK.exists():
-        print("smtp-sink not found (Debian package postfix): left out")
+        print(postfix_tool_left_out(SMTP_SINK))
         names.remove("smtp-sink")
     repeat = options.repeat or (2 if options.quick else 5)
     server_cores, load_cores = split_cores(options.pin)

@@ -1,5 +1,5 @@
-"""S1 with workers: ``smtpwire-server --workers 2`` against ``--workers 1`` (and
-``python -m aiosmtpd`` when aiosmtpd is importable), each driven by Postfix's
+"""S1 with workers: ``smtpwire-server --workers 2`` against ``--workers 1`` and
+``python -m aiosmtpd`` (the anchor: pip install 'aiosmtpd==1.4.6'), each driven by Postfix's
 ``smtp-source -s 10 -m N -l 1024``, with each session's connection reused for
 all its messages (``-d``) and with one message per connection.
 
@@ -19,7 +19,6 @@ can then gain at most what the second core has left over.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import select
 import subprocess
@@ -28,7 +27,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _servers import CLOCK_TICKS, SMTP_SOURCE, free_port, have_postfix_tools, summary
+from _servers import (
+    CLOCK_TICKS,
+    SMTP_SOURCE,
+    free_port,
+    postfix_tool_missing,
+    require_anchor,
+    summary,
+)
 
 START_TIMEOUT = 30.0
 RUN_TIMEOUT = 600.0
@@ -110,13 +116,13 @@ def servers(loop: str) -> list[Server]:
             "-c", "smtpwire.server.handlers.Sink", "--loop", loop, "--workers", str(workers),
         ]  # fmt: skip
         found.append(Server(f"smtpwire --workers {workers}", command, port))
-    if importlib.util.find_spec("aiosmtpd") is not None:
-        port = free_port()
-        command = [
-            sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-            "-c", "aiosmtpd.handlers.Sink",
-        ]  # fmt: skip
-        found.append(Server("aiosmtpd (1 process)", command, port))
+    # The anchor (main() checked that aiosmtpd is installed).
+    port = free_port()
+    command = [
+        sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+        "-c", "aiosmtpd.handlers.Sink",
+    ]  # fmt: skip
+    found.append(Server("aiosmtpd (1 process)", command, port))
     return found
 
 
@@ -136,8 +142,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     options = parser.parse_args()
-    if not have_postfix_tools():
-        sys.exit("smtp-source is missing: install the Debian package postfix")
+    require_anchor("aiosmtpd", "aiosmtpd==1.4.6")
+    if not SMTP_SOURCE.exists():
+        sys.exit(postfix_tool_missing(SMTP_SOURCE))
     runs = f"{options.repeat} runs; loop {options.loop}"
     print(f"smtp-source -s 10 -m {options.messages} -l 1024; {runs}")
     print(f"{'server':24} {'connections':12} {'msg/s median (min-max)':28} CPU s per process")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import trustme
 
-from _servers import MIB, SMTP_SOURCE, free_port, uvloop_installed
+from _servers import MIB, SMTP_SOURCE, free_port, postfix_tool_left_out, uvloop_installed
 from _soak_clients import (
     Control,
     Target,
@@ -219,7 +219,7 @@ class Soak:
                 smtp_source_worker(target, ledger, control, str(SMTP_SOURCE))
             ))  # fmt: skip
         else:
-            print("smtp-source not found (Debian package postfix): left out")
+            print(postfix_tool_left_out(SMTP_SOURCE))
         for _ in range(2):
             faults = FaultClient(target, ledger, control, seeded())
             tasks.append(asyncio.ensure_future(faults.run(pause=0.1)))

@@ -2,7 +2,8 @@
 
 - DATA decoder (server): 50 MiB of ordinary mail text fed in 64 KiB chunks.
 - DATA encoder (client): the same text, chunked and as one message; the anchors
-  are stdlib smtplib's helpers and aiosmtplib 5's encoding steps (if installed).
+  are stdlib smtplib's helpers and aiosmtplib 5's encoding steps (aiosmtplib must
+  be installed: pip install aiosmtplib).
 - Reply parser (client): EHLO/MAIL/RCPT/DATA replies fed in 4 KiB chunks.
 
 Rates are MB/s (10**6 octets per second of input) or replies/s: the median of
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _servers import require_anchor
 from smtpwire.common import DataDecoder, DataEncoder, ReplyParser, encode_data
 
 CHUNK = 64 * 1024
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
+    require_anchor("aiosmtplib", "aiosmtplib")
 
     content = ordinary_text(args.size_mib * 1024 * 1024)
     wire = encode_data(content)

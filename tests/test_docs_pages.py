@@ -1,7 +1,9 @@
-"""Every Python block of the other documentation pages (docs/client.md, docs/server.md,
-docs/wire-core.md, docs/migrating*.md and the README), run as written: each block is a
-program of its own, run by this interpreter in a fresh process with warnings as
-errors.  Blocks that define pytest tests are the business of test_docs_testing.py.
+"""Every Python block of the other documentation pages (PAGES: docs/client.md,
+docs/server.md, docs/deploy.md, docs/wire-core.md, docs/migrating*.md and the
+README), run as written: each block is a program of its own, run by this interpreter
+in a fresh process with warnings as errors.  Blocks that define pytest tests are the
+business of test_docs_testing.py; the pages other tests run are in COVERED_ELSEWHERE,
+and every page with a Python block must be in one or the other.
 
 A client example names a made-up server ("smtp.example.org", port 587): it is pointed
 at a plaintext test server on 127.0.0.1 instead, the only change made to any block.
@@ -30,11 +32,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = (
     "docs/client.md",
     "docs/server.md",
+    "docs/deploy.md",
     "docs/wire-core.md",
     "docs/migrating.md",
     "docs/migrating-aiosmtplib.md",
     "README.md",
 )
+# Pages whose Python blocks another test runs: page -> that test file.
+COVERED_ELSEWHERE = {
+    "docs/inbox.md": "tests/inbox/test_docs_inbox.py",
+    "docs/testing.md": "tests/test_docs_testing.py",
+}
+# The pages whose pytest examples (blocks that define tests) test_docs_testing.py runs.
+TEST_EXAMPLE_PAGES = ("docs/testing.md", "README.md")
 # A block after "<!-- fragment -->" (or "<!-- fragment: why -->") is only compiled.
 _BLOCK = re.compile(r"(<!-- fragment(?:: [^>]*)? -->\n)?```python( fragment)?\n(.*?)```", re.DOTALL)
 _TEST = re.compile(r"^(?:async )?def test_", re.MULTILINE)
@@ -105,3 +115,32 @@ def test_every_page_has_blocks() -> None:
 def test_every_known_fragment_is_still_a_block() -> None:
     present = {(page, number) for page, number, *_ in BLOCKS}
     assert set(KNOWN_FRAGMENTS) <= present
+
+
+def pages_with_python() -> set[str]:
+    candidates = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+    return {
+        path.relative_to(ROOT).as_posix()
+        for path in candidates
+        if _BLOCK.search(path.read_text(encoding="utf-8"))
+    }
+
+
+def test_every_page_with_python_blocks_is_run_by_some_test() -> None:
+    """A new page (or a first Python block on an old one) cannot go untested: it
+    belongs in PAGES, or in COVERED_ELSEWHERE with the test that runs it."""
+    assert pages_with_python() - set(PAGES) - set(COVERED_ELSEWHERE) == set()
+    assert set(PAGES).isdisjoint(COVERED_ELSEWHERE)
+    for page, test in COVERED_ELSEWHERE.items():
+        assert page in (ROOT / test).read_text(encoding="utf-8"), f"{test} does not read {page}"
+
+
+def test_blocks_that_define_tests_are_on_pages_whose_tests_are_run() -> None:
+    """PAGES skips blocks that define pytest tests: only test_docs_testing.py runs
+    them, and only on its pages."""
+    for page in PAGES:
+        for match in _BLOCK.finditer((ROOT / page).read_text(encoding="utf-8")):
+            if _TEST.search(match.group(3)):
+                assert page in TEST_EXAMPLE_PAGES, f"{page} has a pytest example nothing runs"
+    runner = (ROOT / "tests/test_docs_testing.py").read_text(encoding="utf-8")
+    assert all(page in runner for page in TEST_EXAMPLE_PAGES)

@@ -92,12 +92,17 @@ def test_default_handler_prints_messages_and_ctrl_c_stops_cleanly() -> None:
 def test_sigterm_closes_open_connections_and_exits_cleanly() -> None:
     with server_process() as server:
         [(host, port)] = server.addresses()
-        with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
             assert smtp.ehlo()[0] == 250
             status, _, stderr = server.stop(signal.SIGTERM)
-            # The server closed our connection on its way out.
+            # The server told our idle session why, and closed it on its way out
+            # (test_cli_deploy.py has more).
+            assert smtp.getreply() == (421, b"4.3.2 Service shutting down, closing")
             with pytest.raises(smtplib.SMTPServerDisconnected):
                 smtp.noop()
+        finally:
+            smtp.close()
     assert status == 0, stderr
     assert "Traceback" not in stderr
 
@@ -375,6 +380,23 @@ def test_root_switches_to_nobody_after_binding() -> None:
     assert "running as nobody" in stderr
 
 
+@POSIX_ONLY
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() != 0, reason="needs root")
+def test_the_startup_line_of_a_root_started_server_names_the_version() -> None:
+    """The version is looked up before the switch to nobody, who may not be able
+    to read the installation's metadata (a Python under /root: "unknown")."""
+    server = ServerProcess("-l", "127.0.0.1:0", "-c", "smtpwire.server.handlers.Sink")
+    try:
+        line = server.startup_line()
+        status, _, stderr = server.stop()
+    finally:
+        server.kill()
+    assert status == 0, stderr
+    release = importlib.metadata.version("smtpwire-server")
+    assert line.startswith(f"smtpwire-server {release} listening on "), line
+    assert "running as nobody" in line
+
+
 def test_non_root_never_switches_user(monkeypatch: pytest.MonkeyPatch) -> None:
     if sys.platform == "win32":
         pytest.skip("no users to switch")
@@ -427,8 +449,19 @@ def test_help_documents_the_size_default() -> None:
         ),
         (
             ("-c", "smtpwire.server.handlers.Queue", "x"),
-            # aiosmtpd's text (it names the module), then the class.
-            "Handler class smtpwire.server.handlers takes no arguments (Queue has no from_cli)",
+            # aiosmtpd's text (it names the module, not the class).
+            "Handler class smtpwire.server.handlers takes no arguments",
+        ),
+        (
+            ("-c", "smtpwire.server.handlers.Message"),
+            # Abstract: a TypeError's traceback, before.
+            "Cannot use handler class smtpwire.server.handlers.Message: it is abstract "
+            "(subclass it and implement handle_message)",
+        ),
+        (
+            ("-c", "smtpwire.server.handlers.AsyncMessage"),
+            "Cannot use handler class smtpwire.server.handlers.AsyncMessage: it is abstract "
+            "(subclass it and implement handle_message)",
         ),
         (("-c", "no_such_module.Handler"), "Cannot import handler class no_such_module.Handler"),
         (("-c", "smtpwire.server.handlers.Nope"), "Cannot import handler class"),
@@ -458,6 +491,9 @@ def test_usage_errors(args: tuple[str, ...], message: str) -> None:
     assert result.returncode == 2, result.stderr
     assert f"error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("usage: ")
+    [line] = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert message in line
     assert result.stdout == ""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mailbox
 import os
 import queue
 import re
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -276,6 +278,30 @@ def send_until_data_end(smtp: smtplib.SMTP) -> None:
     smtp.send(MESSAGE + b".\r\n")
 
 
+SHUTTING_DOWN = (421, b"4.3.2 Service shutting down, closing")
+
+
+def refused_from_now_on(host: str, port: int) -> None:
+    """Until a connection is refused: the listening socket is closed, so the drain
+    has begun (both happen in one step of the server's loop)."""
+    end = time.monotonic() + WAIT
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, port), timeout=WAIT).close()
+        except ConnectionRefusedError:
+            return
+        except ConnectionResetError:
+            pass  # queued on the socket as it closed: look again
+        time.sleep(0.01)  # the poll's pace, not a wait for anything
+    pytest.fail(f"{host}:{port} still accepted connections {WAIT} s after SIGTERM")
+
+
+def read_to_the_end(smtp: smtplib.SMTP) -> None:
+    """The server closed the connection: nothing more comes."""
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        smtp.getreply()
+
+
 def test_a_transaction_finishing_within_the_grace_is_stored_and_answered(tmp_path: Path) -> None:
     (tmp_path / "slow.py").write_text(SLOW_HANDLER)
     argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "60", "-c", "slow.Slow", "1")
@@ -285,8 +311,10 @@ def test_a_transaction_finishing_within_the_grace_is_stored_and_answered(tmp_pat
             send_until_data_end(smtp)
             assert server.line() == "RECEIVED"
             server.process.send_signal(signal.SIGTERM)  # while the handler works
-            code, text = smtp.getreply()
-        assert (code, text) == (250, b"2.6.0 OK stored")
+            assert smtp.getreply() == (250, b"2.6.0 OK stored")
+            # The transaction over, no new one: 421, and the server closes.
+            assert smtp.getreply() == SHUTTING_DOWN
+            read_to_the_end(smtp)
         status, stdout, stderr = finished(server)
     assert status == 0, stderr
     assert stdout == "STORED anne@example.com\n"
@@ -302,11 +330,124 @@ def test_a_transaction_beyond_the_grace_gets_421_and_is_not_stored(tmp_path: Pat
             assert server.line() == "RECEIVED"
             server.process.send_signal(signal.SIGTERM)
             code, text = smtp.getreply()
-        assert (code, text) == (421, b"4.3.2 Service shutting down, closing")
+        assert (code, text) == SHUTTING_DOWN
         status, stdout, stderr = finished(server)
     assert status == 0, stderr
     assert "STORED" not in stdout
     assert "still busy 0.5 s after the shutdown began" in stderr
+
+
+def test_the_default_grace_is_ten_seconds() -> None:
+    assert build_parser().parse_args([]).shutdown_grace == 10.0
+    help_text = re.sub(r"\s+", " ", run_cli("--help").stdout)
+    assert "finish for up to SECONDS (default 10)" in help_text
+
+
+def test_a_transaction_begun_before_the_stop_sends_its_message(tmp_path: Path) -> None:
+    """MAIL and RCPT were accepted before SIGTERM: the client may still send DATA
+    and its message, which is stored whole and answered 250; then the session
+    ends with 421 (no new transaction) and the server exits."""
+    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
+    argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "60", "-c", "slow.Slow", "0")
+    with running(argv, cwd=tmp_path) as server:
+        [(host, port)] = server.addresses()
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            smtp.ehlo()
+            assert smtp.mail("anne@example.com")[0] == 250
+            assert smtp.rcpt("bart@example.com")[0] == 250
+            server.process.send_signal(signal.SIGTERM)
+            refused_from_now_on(host, port)
+            assert server.process.poll() is None  # draining: our transaction holds it
+            assert smtp.docmd("DATA")[0] == 354
+            smtp.send(MESSAGE + b".\r\n")
+            assert smtp.getreply() == (250, b"2.6.0 OK stored")
+            assert smtp.getreply() == SHUTTING_DOWN
+            read_to_the_end(smtp)
+        finally:
+            smtp.close()
+        status, stdout, stderr = finished(server)
+    assert status == 0, stderr
+    assert stdout == "RECEIVED\nSTORED anne@example.com\n"
+    assert "still busy" not in stderr  # ended within the grace, not cut off
+
+
+def test_bdat_chunks_begun_before_the_stop_end_their_message(tmp_path: Path) -> None:
+    """The same with CHUNKING: a first chunk before SIGTERM, the last after; the
+    message is stored whole."""
+    maildir = tmp_path / "Maildir"
+    argv = python_m(
+        "-n", "-l", "127.0.0.1:0", "-c", "smtpwire.server.handlers.Mailbox", str(maildir)
+    )
+    first, last = MESSAGE[:20], MESSAGE[20:]
+    with running(argv) as server:
+        [(host, port)] = server.addresses()
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            smtp.ehlo()
+            assert smtp.mail("anne@example.com")[0] == 250
+            assert smtp.rcpt("bart@example.com")[0] == 250
+            smtp.send(b"BDAT %d\r\n%s" % (len(first), first))
+            assert smtp.getreply()[0] == 250
+            server.process.send_signal(signal.SIGTERM)
+            refused_from_now_on(host, port)
+            smtp.send(b"BDAT %d LAST\r\n%s" % (len(last), last))
+            assert smtp.getreply()[0] == 250
+            assert smtp.getreply() == SHUTTING_DOWN
+            read_to_the_end(smtp)
+        finally:
+            smtp.close()
+        status, _, stderr = finished(server)
+    assert status == 0, stderr
+    [stored] = mailbox.Maildir(maildir).values()
+    assert stored.get_payload() == "Hi Bart.\n"
+    assert stored["Subject"] == "hello"
+
+
+@pytest.mark.parametrize("state", ["greeted", "after EHLO", "after a message"])
+def test_an_idle_session_is_told_421_when_the_server_stops(state: str) -> None:
+    with running(
+        python_m("-n", "-l", "127.0.0.1:0", "-c", "smtpwire.server.handlers.Sink")
+    ) as server:
+        [(host, port)] = server.addresses()
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            if state != "greeted":
+                assert smtp.ehlo()[0] == 250
+            if state == "after a message":
+                assert smtp.sendmail("anne@example.com", ["bart@example.com"], MESSAGE) == {}
+            server.process.send_signal(signal.SIGTERM)
+            assert smtp.getreply() == SHUTTING_DOWN  # unasked, at once
+            read_to_the_end(smtp)
+        finally:
+            smtp.close()
+        status, _, stderr = finished(server)
+    assert status == 0, stderr
+    assert "still busy" not in stderr
+
+
+def test_no_connection_is_accepted_while_sessions_drain(tmp_path: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
+    argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "60", "-c", "slow.Slow", "0")
+    with running(argv, cwd=tmp_path) as server:
+        [(host, port)] = server.addresses()
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            smtp.ehlo()
+            assert smtp.mail("anne@example.com")[0] == 250
+            server.process.send_signal(signal.SIGTERM)
+            refused_from_now_on(host, port)
+            # Still draining (our transaction is open), and still refusing.
+            assert smtp.noop() == (250, b"2.0.0 OK")
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((host, port), timeout=WAIT).close()
+            assert smtp.rset() == (250, b"2.0.0 OK")  # the transaction ends here
+            assert smtp.getreply() == SHUTTING_DOWN
+            read_to_the_end(smtp)
+        finally:
+            smtp.close()
+        status, _, stderr = finished(server)
+    assert status == 0, stderr
 
 
 def finished(server: ServerProcess) -> tuple[int, str, str]:

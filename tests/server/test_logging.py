@@ -346,3 +346,41 @@ def test_the_library_prints_nothing_unless_logging_is_configured() -> None:
     )
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "smtpwire.server",
+        "smtpwire.server.proxy_protocol",
+        "smtpwire.server.session",
+        "smtpwire.server.handlers",
+        "smtpwire.server.auth_limits",
+    ],
+)
+def test_importing_any_module_silences_the_loggers(module: str) -> None:
+    """The NullHandlers come with the package, not with whichever module happens
+    to install them: ``ProxyData(...).with_error()`` alone used to print
+    ``PROXY error: bad`` through Python's last-resort handler."""
+    script = (
+        f"import logging, sys, {module}\n"
+        "loaded = sorted(name for name in sys.modules if name.startswith('smtpwire.'))\n"
+        "from smtpwire.server.proxy_protocol import ProxyData\n"
+        "ProxyData(version=1).with_error('bad')\n"
+        "logging.getLogger('mail.log').warning('not for stderr')\n"
+        "logging.getLogger('mail.debug').error('nor this')\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+        env={**os.environ},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    if module == "smtpwire.server":
+        # Still light: the package itself imports none of its modules.
+        assert result.stdout == "['smtpwire.server']\n"

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
+import inspect
 import ipaddress
 import os
 import re
@@ -62,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Stay the user that started the server.  Without it, a server started "
             "as root switches to user 'nobody' once its socket is bound and its "
             "certificates and handler are set up (a Mailbox's Maildir is handed to "
-            "nobody); a server started as any other user never switches, so the "
-            "flag only matters for root."
+            "nobody, and one nobody cannot write is refused at start-up); a server "
+            "started as any other user never switches, so the flag only matters for "
+            "root."
         ),
     )
     parser.add_argument(
@@ -438,6 +440,13 @@ def import_handler_class(parser: argparse.ArgumentParser, classpath: str) -> Any
     handler_class = getattr(module, class_name, None)
     if not callable(handler_class):
         parser.error(f"Cannot import handler class {classpath}: no class {class_name} there")
+    if inspect.isabstract(handler_class):
+        # Message, AsyncMessage: bases to subclass (calling one is a TypeError).
+        missing = ", ".join(sorted(getattr(handler_class, "__abstractmethods__", ())))
+        parser.error(
+            f"Cannot use handler class {classpath}: it is abstract "
+            f"(subclass it and implement {missing})"
+        )
     return handler_class
 
 
@@ -466,9 +475,9 @@ def _build_named_handler(parser: argparse.ArgumentParser, options: argparse.Name
     handler_class = options.handler_class
     from_cli = getattr(handler_class, "from_cli", None)
     if from_cli is None and options.classargs:
-        # aiosmtpd's text names the module (suites match on it); the class is added.
-        module, _, name = options.classpath.rpartition(".")
-        parser.error(f"Handler class {module} takes no arguments ({name} has no from_cli)")
+        # aiosmtpd 1.4.6's text exactly (suites match on it): it names the module.
+        module = options.classpath.rpartition(".")[0]
+        parser.error(f"Handler class {module} takes no arguments")
     try:
         return handler_class() if from_cli is None else from_cli(parser, *options.classargs)
     except OSError as error:  # e.g. a Maildir that cannot be created

@@ -123,6 +123,7 @@ def drop_privileges(parser: argparse.ArgumentParser, handler: Any) -> str | None
         os.setuid(nobody.pw_uid)
     except (KeyError, OSError):
         parser.exit(1, 'Cannot setuid "nobody"; try running with -n option.\n')
+    check_maildir_writable(parser, handler, "nobody")
     return "nobody"
 
 
@@ -134,13 +135,86 @@ def hand_over_maildir(handler: Any, uid: int, gid: int) -> None:
     into it.  Only directories root owns change hands: a Maildir that belongs to
     some other user is left alone.
     """
-    mail_dir = getattr(handler, "mail_dir", None)
-    if mail_dir is None or not isinstance(getattr(handler, "mailbox", None), mailbox.Maildir):
+    mail_dir = _maildir_of(handler)
+    if mail_dir is None:
         return
     top = Path(mail_dir)
     for directory in (top, top / "tmp", top / "new", top / "cur"):
         if directory.stat().st_uid == os.geteuid():
             os.chown(directory, uid, gid)
+
+
+def check_maildir_writable(parser: argparse.ArgumentParser, handler: Any, user: str) -> None:
+    """Refuse, in one line, a Mailbox handler's Maildir that the user the server
+    has just switched to cannot deliver into.
+
+    The handler checked its Maildir when it was made, but as root, who may write
+    anywhere; only directories root owns are handed over, so a Maildir of another
+    user, or one inside a directory ``nobody`` cannot enter, passed that check and
+    then failed every message.  Asked again now, as that user (``os.access``
+    follows the real ids, which the switch changed).
+    """
+    folder = _unwritable_maildir_folder(handler, effective_ids=False)
+    if folder is not None:
+        _refuse_maildir(parser, folder, user)
+
+
+def check_maildir_for_workers(parser: argparse.ArgumentParser, handler: Any) -> None:
+    """:func:`check_maildir_writable` for ``--workers``, in the supervisor, which
+    stays root while each worker switches to ``nobody``: checked once, before any
+    worker starts, rather than by every worker, each restarted until the
+    supervisor gives up.  The Maildir is handed over as a worker would, then
+    asked about with nobody's effective ids, root's put back at once."""
+    if sys.platform == "win32" or os.geteuid() != 0 or _maildir_of(handler) is None:
+        return
+    try:
+        nobody = pwd.getpwnam("nobody")
+        hand_over_maildir(handler, nobody.pw_uid, nobody.pw_gid)
+    except (KeyError, OSError):
+        return  # each worker says so, naming -n
+    groups, gid = os.getgroups(), os.getegid()
+    try:
+        os.setgroups([])
+        os.setegid(nobody.pw_gid)
+        os.seteuid(nobody.pw_uid)
+        folder = _unwritable_maildir_folder(handler, effective_ids=True)
+    finally:
+        os.seteuid(0)
+        os.setegid(gid)
+        os.setgroups(groups)
+    if folder is not None:
+        _refuse_maildir(parser, folder, "nobody")
+
+
+def _unwritable_maildir_folder(handler: Any, *, effective_ids: bool) -> Path | None:
+    """The first Maildir folder a delivery writes to (tmp, new; cur is the
+    readers') that the current user cannot write; None if both are writable,
+    or for a handler that is not a Mailbox."""
+    mail_dir = _maildir_of(handler)
+    if mail_dir is None:
+        return None
+    for name in ("tmp", "new"):
+        folder = Path(mail_dir) / name
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective_ids):
+            return folder
+    return None
+
+
+def _refuse_maildir(parser: argparse.ArgumentParser, folder: Path, user: str) -> None:
+    parser.exit(
+        1,
+        f"{parser.prog}: error: user {user} cannot write the Maildir: '{folder}' "
+        f"(started as root, the server runs as {user}: give the Maildir to "
+        f"{user}, or run with -n to stay root)\n",
+    )
+
+
+def _maildir_of(handler: Any) -> Any:
+    """A Mailbox handler's Maildir directory (None for any other handler)."""
+    mail_dir = getattr(handler, "mail_dir", None)
+    if mail_dir is None or not isinstance(getattr(handler, "mailbox", None), mailbox.Maildir):
+        return None
+    return mail_dir
 
 
 def hand_over_store(handler: Any, uid: int, gid: int) -> None:
@@ -161,8 +235,9 @@ def hand_over_store(handler: Any, uid: int, gid: int) -> None:
 
 class Drain:
     """Shutdown's view of the command line's sessions: which are open, and
-    whether the server is draining (then each session ends as soon as it has
-    answered what it was doing, and a new command gets 421)."""
+    whether the server is draining (then a session with no transaction in
+    progress is told ``421 4.3.2`` and closed, and one with a transaction ends
+    as soon as that transaction does)."""
 
     def __init__(self) -> None:
         self.active = False
@@ -176,7 +251,7 @@ class Drain:
     def begin(self) -> None:
         self.active = True
         for session in list(self.live):
-            session.close_if_idle()
+            session.stop_if_idle()
 
     async def wait(self) -> None:
         """Until every session has ended."""
@@ -195,10 +270,14 @@ class CliSMTP(SMTP):
 
     Why a drain rather than closing every connection at once: a message whose
     end has arrived is delivered even if the connection is closed, but its 250
-    would then be lost and the client would send it again (a duplicate).  So a
-    session busy with a command finishes it and its reply is sent; only then is
-    the connection closed.  An idle session (no command running, nothing
-    unread) is closed at once: nothing of it can be delivered any more.
+    would then be lost and the client would send it again (a duplicate); and a
+    client that was given 250 for MAIL and RCPT is about to send its message.
+    So a session with a transaction in progress (MAIL accepted, a message being
+    received or delivered, BDAT chunks coming) goes on until that transaction
+    ends, and its final reply is sent.  A session without one (idle, or once its
+    transaction has ended) gets ``421 4.3.2 Service shutting down, closing`` at
+    once, unasked (RFC 5321 section 3.8), and is closed; so does any command that
+    would begin a new transaction.  QUIT is still answered 221.
     """
 
     def __init__(self, handler: Any, *, drain: Drain, **kwargs: Any) -> None:
@@ -217,9 +296,18 @@ class CliSMTP(SMTP):
         finally:
             self._shutdown.ended(self)
 
-    def close_if_idle(self) -> None:
-        if not self._busy and not self._inbound.buffered and self._taken_line is None:
-            self._close_transport()
+    @property
+    def _in_transaction(self) -> bool:
+        """MAIL accepted and the transaction not yet ended (its message delivered
+        or refused, RSET, a new greeting), or BDAT chunks kept."""
+        return self.envelope.mail_from is not None or self._bdat_content is not None
+
+    def stop_if_idle(self) -> None:
+        """At the start of the drain: a session busy with a command finishes it
+        (see :meth:`_caught_up`), one in a transaction waits for the rest of it;
+        any other is told 421 and closed."""
+        if not self._busy and not self._in_transaction and not self._closing:
+            self._say_and_close(SHUTTING_DOWN)
 
     # _command below refuses only while draining, when every line goes to it.
     _COMMAND_KEEPS_FAST_PATH = True
@@ -229,9 +317,9 @@ class CliSMTP(SMTP):
         return False if self._shutdown.active else super()._answer_without_runner()
 
     async def _command(self, line: Any) -> None:
-        if self._shutdown.active and not _is_quit(line):
-            # Started after the drain began: refused, so that the client sends it
-            # (the message) to another server, or again later.
+        if self._shutdown.active and not self._in_transaction and not _is_quit(line):
+            # A new transaction after the drain began: refused, so that the client
+            # sends it (the message) to another server, or again later.
             await self._reply(SHUTTING_DOWN)
             self._close_transport()
             return
@@ -239,8 +327,8 @@ class CliSMTP(SMTP):
 
     def _caught_up(self) -> None:
         super()._caught_up()  # the replies are sent first
-        if self._shutdown.active:
-            self._close_transport()
+        if self._shutdown.active and not self._in_transaction and not self._closing:
+            self._say_and_close(SHUTTING_DOWN)
 
 
 class ProxiedCliSMTP(CliSMTP):
@@ -337,7 +425,11 @@ def startup_line(
     options: argparse.Namespace,
     loop: asyncio.AbstractEventLoop,
     user: str | None,
+    release: str | None = None,
 ) -> str:
+    """The line that says the server is up.  ``release``: the version, looked up
+    by the caller while it could still read the installation (before switching
+    to nobody); looked up here if not given."""
     sockets: Sequence[socket.socket] = getattr(server, "sockets", ())
     where = ", ".join(describe_address(sock.getsockname()) for sock in sockets)
     details = [f"handler {options.classpath}"]
@@ -352,7 +444,7 @@ def startup_line(
     web = getattr(options, "web_inbox", None)
     if web is not None:
         details.append(f"web inbox {web.url}/")
-    program = f"{program_name()} {version()}"
+    program = f"{program_name()} {version() if release is None else release}"
     return f"{program} listening on {where} ({'; '.join(details)}); Ctrl-C to stop"
 
 

@@ -4,9 +4,9 @@ handshake as one WARNING, commands shown as text.
 
 Logger names are aiosmtpd's: ``mail.log`` for sessions (and these lines),
 ``mail.debug`` for the ready-made handlers.  A library does not decide where
-logs go, so both get a :class:`logging.NullHandler`: without one, Python's
-last-resort handler would print every WARNING on stderr of a program that never
-configured logging.  The command line configures logging itself
+logs go, so both get a :class:`logging.NullHandler`, installed by the package
+itself (``smtpwire/server/__init__.py``) so that importing any of its modules
+does it.  The command line configures logging itself
 (:mod:`smtpwire.server._cli_logging`).
 """
 
@@ -17,6 +17,7 @@ import ssl
 import time
 from typing import Any
 
+from . import _LOGGER_NAMES
 from ._observing import sanitize  # the engine's masking rule, written once
 from .session import Envelope, PeerType, Session
 
@@ -32,15 +33,12 @@ __all__ = [
 
 log = logging.getLogger("mail.log")
 
-#: The documented loggers (docs/server.md, "Logging").
-LOGGER_NAMES = ("mail.log", "mail.debug")
+#: The documented loggers (docs/server.md, "Logging"), each with a NullHandler.
+LOGGER_NAMES = _LOGGER_NAMES
 
 #: The attribute of a transaction line's log record that holds its fields, for
 #: formatters (``--log-format json`` puts them in the JSON object).
 TRANSACTION = "transaction"
-
-for _name in LOGGER_NAMES:
-    logging.getLogger(_name).addHandler(logging.NullHandler())
 
 
 def describe_peer(peer: PeerType) -> str:

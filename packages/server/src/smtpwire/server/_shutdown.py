@@ -2,12 +2,15 @@
 
 1. Stop accepting: the listening socket is closed at once, so a load balancer or
    a sending MTA's next attempt goes elsewhere.
-2. Drain: idle sessions are closed; a session busy with a command (a message
-   being received or delivered) finishes it and its reply is sent, then it is
-   closed; a new command gets ``421 4.3.2``.  (See ``_cli_serving.Drain``.)
+2. Drain: a session with no transaction in progress gets ``421 4.3.2 Service
+   shutting down, closing`` and is closed.  A session with one (MAIL accepted, a
+   message being received or delivered, BDAT chunks coming) goes on: the client
+   may still send DATA and its message; once the transaction ends and its final
+   reply is sent, the session gets that 421 too and is closed, so a command
+   that would begin a new transaction never runs.  QUIT is answered 221.  (See
+   ``_cli_serving.CliSMTP``.)
 3. After the grace period (``--shutdown-grace``), the sessions left get
-   ``421 4.3.2 Service shutting down`` and are closed, and their handlers'
-   tasks are cancelled.
+   that 421 and are closed, and their handlers' tasks are cancelled.
 
 A message is stored whole or refused, never half: a handler cut off at step 3
 is cancelled at an ``await``, and its client gets 421, a temporary failure, so

@@ -8,14 +8,16 @@ aiosmtpd's CLI hurt its users, this one differs:
 - Switching to user ``nobody`` happens only when started as root, and only
   after the listening socket is bound (so a root-started server can listen on
   port 25) and the certificates and the handler are set up (a Maildir it made
-  is handed to ``nobody``); the groups are dropped too.  Started as anyone
-  else, the server just runs as that user: ``-n`` is not needed.
+  is handed to ``nobody``, and one ``nobody`` cannot write is refused at
+  start-up); the groups are dropped too.  Started as anyone else, the server
+  just runs as that user: ``-n`` is not needed.
 - ``-l`` also accepts port 0 and ``[IPv6]:PORT``, and a bare IPv6 address such
   as ``::1`` (aiosmtpd would read ``:`` port 1); the startup line on stderr
   names the address(es) really bound.
 - A bad handler class path or certificate is a usage error, not a traceback.
-- SIGINT (Ctrl-C) and SIGTERM stop the server: it closes the listening socket
-  and the open connections, and exits with status 0.
+- SIGINT (Ctrl-C) and SIGTERM stop the server: it closes the listening socket,
+  lets the transactions in progress end within ``--shutdown-grace``, tells every
+  other session ``421 4.3.2`` and exits with status 0 (see ``_shutdown.py``).
 
 As in aiosmtpd, :func:`main` runs on the caller's current event loop (made only
 if there is none) and returns once that loop is stopped, by a signal or by any
@@ -47,6 +49,7 @@ from ._cli_options import (
     import_handler_class,
     parse_listen,
     tls_context,
+    version,
 )
 from ._cli_serving import (
     CliSMTP,
@@ -54,6 +57,7 @@ from ._cli_serving import (
     ProxiedCliSMTP,
     ServingLoop,
     bind,
+    check_maildir_for_workers,
     close,
     drop_privileges,
     serve,
@@ -120,6 +124,8 @@ def main(args: Sequence[str] | None = None) -> None:
     # Ctrl-C before the signal handlers are set, or where they cannot be (Windows).
     with contextlib.suppress(KeyboardInterrupt):
         if options.workers > 1 and options.worker_spec is None:
+            if options.setuid:
+                check_maildir_for_workers(parser, options.handler)
             status = supervise(parser, options, sys.argv[1:] if args is None else list(args))
             if status:
                 raise SystemExit(status)
@@ -132,6 +138,9 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     # query per connection, and while the resolver's files and codecs are
     # certainly readable (before switching to nobody).
     hostname = socket.getfqdn()
+    # For the startup line, likewise: nobody may not be able to read the
+    # installation's metadata (a Python under /root), which would make it "unknown".
+    release = version()
     serving = ServingLoop(options.loop, options.loop_factory)
     loop = serving.loop
     try:
@@ -167,7 +176,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 # Password guessing across sessions (per worker process).
                 auth_failure_limiter=AuthFailureLimiter() if options.modern else None,
             )
-            line = startup_line(server, options, loop, user)
+            line = startup_line(server, options, loop, user, release)
             serve(loop, server, line, None if channel is None else channel.announce)
         finally:
             loop.run_until_complete(close(server, connections, options.shutdown_grace))
