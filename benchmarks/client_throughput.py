@@ -17,6 +17,8 @@ repeated ``--repeat`` times with the clients alternating:
 The Python clients run on asyncio's own event loop and, where uvloop is
 installed, on uvloop's too (the rows marked "uvloop").
 
+Each client first sends 200 messages unmeasured (a warm-up, as in S1).
+
 Prints, per client, msg/s (median, min-max), the client's CPU time per message
 (user + system of this process, or of smtp-source, over the run: the receiver's
 is not counted) and the ratios of smtpwire to each anchor; ``--json`` also
@@ -58,6 +60,7 @@ try:
 except ImportError:  # measured on asyncio's loop only
     new_uvloop = None
 
+WARM_UP_MESSAGES = 200
 SENDER = "bench@example.org"
 RECIPIENT = "sink@example.org"
 BODY = b"Subject: benchmark\r\n\r\n" + (b"x" * 70 + b"\r\n") * 13
@@ -233,6 +236,11 @@ def run_scenarios(command: Callable[[int], list[str]], messages: int, repeat: in
             runs: dict[str, dict[str, list[float]]] = {
                 name: {"msg_per_s": [], "cpu_us_per_msg": []} for name in clients
             }
+            # A warm-up run of every client, not measured (as S1 warms its servers up):
+            # the first run of a client in this process pays for its imports' first
+            # calls, the interpreter's specialisation and the allocator's growth.
+            for client in clients.values():
+                measure(client, port, min(messages, WARM_UP_MESSAGES))
             for _ in range(repeat):
                 for name, client in clients.items():
                     rate, cpu = measure(client, port, messages)
