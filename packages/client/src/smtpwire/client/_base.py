@@ -347,8 +347,10 @@ class ClientBase(AuthMixin):
             raise
 
     def _after_replies(self, replies: list[SMTPReply]) -> list[SMTPReply]:
-        if any(reply.code == 421 for reply in replies):
-            self.close()  # the server is shutting the connection down
+        for reply in replies:  # a loop, not any(): this runs for every reply read
+            if reply.code == 421:
+                self.close()  # the server is shutting the connection down
+                break
         return replies
 
     async def _command(self, line: bytes, timeout: DefaultNumType) -> SMTPResponse:

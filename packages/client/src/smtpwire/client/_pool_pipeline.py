@@ -144,12 +144,11 @@ def transaction_for(client: SMTP, job: Job) -> Transaction | None:
     raises, before anything is written."""
     if job.message_headers:
         job.prepare(client)
-    options = list(job.mail_options or ())
-    upper = [option.upper() for option in options] if options else []
+    options = list(job.mail_options) if job.mail_options else []
+    upper = [option.upper() for option in options] if options else ()
     if (
         not isinstance(job.message, _IN_MEMORY)
-        or "BODY=BINARYMIME" in upper
-        or "SMTPUTF8" in upper
+        or (upper and ("BODY=BINARYMIME" in upper or "SMTPUTF8" in upper))
         or client._transaction_open
         or isinstance(client, LMTP)
         or not client.supports_extension("pipelining")
@@ -163,7 +162,9 @@ def transaction_for(client: SMTP, job: Job) -> Transaction | None:
     if client._use_bdat(payload):
         return None
     # As sendmail: SIZE (RFC 1870) when offered and not given; the size is known.
-    if client.supports_extension("size") and not any(o.startswith("SIZE=") for o in upper):
+    if client.supports_extension("size") and not (
+        upper and any(o.startswith("SIZE=") for o in upper)
+    ):
         options.insert(0, f"SIZE={payload.size}")
     mail_line = client._mail_line(sender, options, "ascii")
     return Transaction(sender, recipient_list, mail_line, rcpt_lines, payload)

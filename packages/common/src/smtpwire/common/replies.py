@@ -233,7 +233,12 @@ class ReplyParser:
                 and len(text) <= self.max_reply_length
                 and (single := _SINGLE_LINE_REPLY.match(text)) is not None
             ):
-                return [_one_line_reply(single[1], single[2])]
+                # Inlined _one_line_reply: this is the lock-step client's every reply.
+                reply = _new_reply(SMTPReply)
+                reply._code = int(single[1])
+                line = single[2]
+                reply._lines = (line.decode(_ENCODING, _ERRORS) if line else "",)
+                return [reply]
             # Fast path: a pipelined group's one-line replies, all in one read.  The
             # whole text within one line's cap keeps every line and reply within theirs.
             if (
