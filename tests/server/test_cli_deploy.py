@@ -1,7 +1,8 @@
 """The command line as something to deploy: configuration by ``SMTPWIRE_*``
-variables, a graceful stop with ``--shutdown-grace``, ``-c`` finding a module in
-the current directory from the console script too, ``-c ...Proxy HOST PORT``,
-and the Dockerfile's command line run for real.
+variables, a graceful stop with ``--shutdown-grace`` (and a second signal that
+stops it now, on asyncio and uvloop, with ``--workers`` too), ``-c`` finding a
+module in the current directory from the console script too, ``-c ...Proxy HOST
+PORT``, and the Dockerfile's command line run for real.
 
 Servers run as real processes on loopback; where the command line needs a fixed
 port (the Dockerfile's ``-l``), a free one is found by binding port 0, and the
@@ -11,6 +12,7 @@ start is retried (a bounded number of times) if another process took it meanwhil
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import mailbox
 import os
@@ -24,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,12 @@ class CommandProcess(ServerProcess):
     console script, the Dockerfile's command)."""
 
     def __init__(
-        self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
     ):
         self.process = subprocess.Popen(  # noqa: S603 - the test's own command lines
             argv,
@@ -67,6 +74,9 @@ class CommandProcess(ServerProcess):
             stderr=subprocess.PIPE,
             text=True,
             encoding="utf-8",
+            # A process group of its own, as a shell gives a foreground job: the
+            # test can signal the group as Ctrl-C at a terminal does.
+            start_new_session=new_session,
         )
         assert self.process.stdout is not None
         assert self.process.stderr is not None
@@ -452,12 +462,206 @@ def test_no_connection_is_accepted_while_sessions_drain(tmp_path: Path) -> None:
 
 def finished(server: ServerProcess) -> tuple[int, str, str]:
     """The exit status and the rest of the output of a server stopping by itself
-    (signalled once already: a second SIGTERM while it drains would kill it)."""
+    (signalled once already: a second signal while it drains would stop it now)."""
     status = server.process.wait(WAIT)
     for reader in server._readers:
         reader.join(WAIT)
     stderr = "".join(server.stderr_seen) + server._drain(server.stderr)
     return status, server._drain(server.stdout), stderr
+
+
+# -- a second signal while draining: stop now -------------------------------------------
+
+NEEDS_UVLOOP = pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
+)
+LOOPS = ["asyncio", pytest.param("uvloop", marks=NEEDS_UVLOOP)]
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT]
+WORKER_PIDS = re.compile(r" \d+ workers, pids (?P<pids>[\d, ]+);")
+
+GATED_HANDLER = """
+import asyncio
+from pathlib import Path
+
+
+class Gated:
+    \"\"\"Stores a message once the file GATE exists (the test creates it).\"\"\"
+
+    def __init__(self, gate):
+        self.gate = Path(gate)
+
+    @classmethod
+    def from_cli(cls, parser, gate):
+        return cls(gate)
+
+    async def handle_DATA(self, server, session, envelope):
+        print("RECEIVED", flush=True)
+        while not self.gate.exists():
+            await asyncio.sleep(0.01)  # the handler's own poll, bounded by the test
+        print("STORED", envelope.mail_from, flush=True)
+        return "250 OK stored"
+"""
+
+
+def in_data(smtp: smtplib.SMTP) -> None:
+    """MAIL, RCPT and DATA accepted, half a message sent."""
+    smtp.ehlo()
+    assert smtp.mail("anne@example.com")[0] == 250
+    assert smtp.rcpt("bart@example.com")[0] == 250
+    assert smtp.docmd("DATA")[0] == 354
+    smtp.send(b"Subject: half a message\r\n")
+
+
+def stop_now_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "stopping now" in line]
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_second_signal_during_the_drain_stops_now(tmp_path: Path, loop: str, signum: int) -> None:
+    """The first signal begins the drain; a second one while sessions are still busy
+    cuts it short: every session left gets the 421 the end of the grace sends, no
+    message is stored, and the process exits cleanly, long before the grace is over."""
+    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
+    argv = python_m(
+        "-n", "-l", "127.0.0.1:0", "--loop", loop, "--shutdown-grace", "60",
+        "-c", "slow.Slow", "3600",
+    )  # fmt: skip
+    with running(argv, cwd=tmp_path) as server:
+        [(host, port)] = server.addresses()
+        storing = smtplib.SMTP(host, port, timeout=WAIT)
+        receiving = smtplib.SMTP(host, port, timeout=WAIT)
+        idle = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            send_until_data_end(storing)  # its handler sleeps for an hour
+            assert server.line() == "RECEIVED"
+            in_data(receiving)
+            assert idle.ehlo()[0] == 250
+            server.process.send_signal(signum)
+            assert idle.getreply() == SHUTTING_DOWN  # the drain has begun
+            read_to_the_end(idle)
+            assert server.process.poll() is None  # held by the two busy sessions
+            server.process.send_signal(signum)
+            for smtp in (storing, receiving):
+                assert smtp.getreply() == SHUTTING_DOWN
+                read_to_the_end(smtp)
+        finally:
+            for smtp in (storing, receiving, idle):
+                smtp.close()
+        status, stdout, stderr = finished(server)  # within WAIT, far below the grace
+    assert status == 0, stderr
+    assert stdout == ""  # nothing stored (RECEIVED was read above)
+    assert "Traceback" not in stderr
+    [line] = stop_now_lines(stderr)
+    assert f"second signal ({signal.Signals(signum).name})" in line
+    assert " WARNING " in line
+    assert "still busy" not in stderr  # not the end of the grace
+
+
+@contextmanager
+def supervising(
+    argv: list[str], *, cwd: Path, new_session: bool = False
+) -> Iterator[tuple[CommandProcess, tuple[str, int], list[int]]]:
+    """``--workers``: the supervisor, the address it listens on and its workers'
+    pids; the workers are killed too if the test fails."""
+    server = CommandProcess(argv, cwd=cwd, new_session=new_session)
+    pids: list[int] = []
+    try:
+        [address] = server.addresses()
+        match = WORKER_PIDS.search(server.stderr_seen[-1])
+        assert match is not None, server.stderr_seen
+        pids = [int(pid) for pid in match["pids"].split(", ")]
+        yield server, address, pids
+    finally:
+        server.kill()
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pids: list[int]) -> None:
+    end = time.monotonic() + WAIT
+    while time.monotonic() < end:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            alive.append(pid)
+        if not alive:
+            return
+        time.sleep(0.01)  # the poll's pace
+    pytest.fail(f"workers {pids} still running {WAIT} s after the supervisor exited")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_workers_a_second_signal_to_the_supervisor_stops_them_now(
+    tmp_path: Path, loop: str
+) -> None:
+    """The supervisor passes the second signal on: its workers stop now, as one
+    server does."""
+    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
+    argv = python_m(
+        "-n", "-l", "127.0.0.1:0", "--workers", "2", "--loop", loop,
+        "--shutdown-grace", "60", "-c", "slow.Slow", "3600",
+    )  # fmt: skip
+    with supervising(argv, cwd=tmp_path) as (server, (host, port), pids):
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            send_until_data_end(smtp)
+            assert server.line() == "RECEIVED"
+            server.process.send_signal(signal.SIGTERM)
+            refused_from_now_on(host, port)  # every worker drains
+            assert server.process.poll() is None
+            server.process.send_signal(signal.SIGTERM)
+            assert smtp.getreply() == SHUTTING_DOWN
+            read_to_the_end(smtp)
+        finally:
+            smtp.close()
+        status, stdout, stderr = finished(server)
+        wait_gone(pids)
+    assert status == 0, stderr
+    assert stdout == ""  # nothing stored
+    assert "Traceback" not in stderr
+    assert "smtpwire-server: second signal (SIGTERM): stopping the workers now" in stderr
+    assert "still busy" not in stderr
+
+
+def test_workers_ctrl_c_at_a_terminal_drains_gracefully(tmp_path: Path) -> None:
+    """Ctrl-C signals the whole foreground process group: the supervisor and its
+    workers.  The supervisor passes SIGTERM on; a worker must not take that for a
+    second signal, so a message in progress is still stored and answered."""
+    (tmp_path / "gated.py").write_text(GATED_HANDLER)
+    gate = tmp_path / "gate"
+    argv = python_m(
+        "-n", "-d", "-l", "127.0.0.1:0", "--workers", "2", "--shutdown-grace", "60",
+        "-c", "gated.Gated", str(gate),
+    )  # fmt: skip
+    with supervising(argv, cwd=tmp_path, new_session=True) as (server, (host, port), pids):
+        smtp = smtplib.SMTP(host, port, timeout=WAIT)
+        try:
+            send_until_data_end(smtp)
+            assert server.line() == "RECEIVED"
+            os.killpg(server.process.pid, signal.SIGINT)  # Ctrl-C
+            # The supervisor's SIGTERM has reached both workers (each says so with -d).
+            heard = 0
+            while heard < len(pids):
+                seen = server._next(server.stderr)
+                server.stderr_seen.append(seen)
+                heard += " mail.log INFO SIGTERM received, shutting down" in seen
+            gate.touch()
+            assert smtp.getreply() == (250, b"2.6.0 OK stored")
+            assert smtp.getreply() == SHUTTING_DOWN
+            read_to_the_end(smtp)
+        finally:
+            smtp.close()
+        status, stdout, stderr = finished(server)
+        wait_gone(pids)
+    assert status == 0, stderr
+    assert stdout == "STORED anne@example.com\n"
+    assert "stopping now" not in stderr
+    assert "Traceback" not in stderr
 
 
 # -- -c from the current directory, Proxy from the command line --------------------------

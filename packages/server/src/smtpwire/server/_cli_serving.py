@@ -16,14 +16,14 @@ import ssl
 import sys
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from ._cli_options import SHUTDOWN_GRACE_DEFAULT, program_name, version
 from ._serving import Refuser, TooBusy, admit, over_connection_limit
-from ._shutdown import SHUTTING_DOWN, shut_down
+from ._shutdown import ENDED, GRACE_OVER, SHUTTING_DOWN, STOP_NOW, shut_down
 from .proxy_protocol import AF, V2_CMD, ProxyData
 from .session import MISSING
 from .smtp import SMTP
@@ -241,8 +241,9 @@ class Drain:
 
     def __init__(self) -> None:
         self.active = False
+        self.now = False  # a second signal: the drain ends at once
         self.live: set[CliSMTP] = set()
-        self._empty: asyncio.Event | None = None
+        self._waiter: asyncio.Future[str] | None = None
         # The observer every session gets: the web inbox's transcript recorder
         # (--web), set before serving.  It rides here because every session is
         # given the drain.
@@ -253,16 +254,35 @@ class Drain:
         for session in list(self.live):
             session.stop_if_idle()
 
-    async def wait(self) -> None:
-        """Until every session has ended."""
-        if self.live:
-            self._empty = asyncio.Event()
-            await self._empty.wait()
+    def stop_now(self) -> None:
+        """End the drain at once, grace period or not (a second signal)."""
+        self.now = True
+        self._wake(STOP_NOW)
+
+    async def wait(self, timeout: float) -> str:
+        """Until every session has ended (``ENDED``), ``timeout`` seconds have
+        passed (``GRACE_OVER``) or :meth:`stop_now` is called (``STOP_NOW``)."""
+        if self.now:
+            return STOP_NOW
+        if not self.live:
+            return ENDED
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, self._wake, GRACE_OVER)
+        try:
+            return await self._waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     def ended(self, session: CliSMTP) -> None:
         self.live.discard(session)
-        if not self.live and self._empty is not None:
-            self._empty.set()
+        if not self.live:
+            self._wake(ENDED)
+
+    def _wake(self, outcome: str) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(outcome)
 
 
 class CliSMTP(SMTP):
@@ -490,33 +510,134 @@ def _start_web_inbox(
     connections.drain.observer = options.inbox.observer
 
 
+class Stopping:
+    """SIGINT and SIGTERM while the command line serves.
+
+    The first begins the graceful stop (``shutdown``, see ``_shutdown.py``) as a
+    task on the running loop, and the loop stops once that is over: it runs on
+    from the signal to the end of the drain, so that no signal falls between two
+    of its runs (uvloop may not hear one that arrives between two runs).  The
+    handlers stay until the loop is done with: a late signal never meets the
+    default action (death by SIGTERM, a ``KeyboardInterrupt``).
+
+    Another signal during the drain means "stop now": one WARNING line, and the
+    drain ends at once (:meth:`Drain.stop_now`).  So does a signal once the
+    shutdown has begun without one (the owner of the loop stopped it, or a
+    worker's supervisor has gone).  Any further signal, or one once the drain is
+    over, is ignored.
+
+    ``signals``: a ``--workers`` worker takes only SIGTERM, from its supervisor:
+    Ctrl-C at a terminal signals the whole process group, and the worker must not
+    count the supervisor's SIGTERM that follows as a second signal.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+        drain: Drain | None = None,
+        signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
+        self.loop = loop
+        self._shutdown = shutdown
+        self.drain = drain
+        self.signals = tuple(signals)
+        self.installed: list[int] = []
+        self.signalled = False
+        self.task: asyncio.Task[None] | None = None
+        #: serve() runs the loop until it is stopped: the shutdown stops it when done.
+        self.serving = False
+
+    def install(self) -> None:
+        for signum in self.signals:
+            try:
+                self.loop.add_signal_handler(signum, self._signalled, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows,
+                continue  # or not the main thread: Ctrl-C raises KeyboardInterrupt instead
+            self.installed.append(signum)
+
+    def remove(self) -> None:
+        """The handlers off again (closing the loop removes them too).  uvloop
+        removes one only while it runs, so the loop runs for it."""
+        installed, self.installed = self.installed, []
+        if not installed or self.loop.is_closed():
+            return
+
+        async def remove() -> None:
+            for signum in installed:
+                self.loop.remove_signal_handler(signum)
+
+        self.loop.run_until_complete(remove())
+
+    def begin(self) -> asyncio.Task[None]:
+        """The shutdown, begun now unless it has been already."""
+        if self.task is None:
+            self.task = self.loop.create_task(self._shut_down())
+        return self.task
+
+    async def _shut_down(self) -> None:
+        try:
+            if self._shutdown is not None:
+                await self._shutdown()
+        finally:
+            if self.serving:
+                self.loop.stop()
+
+    def _signalled(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.signalled and self.task is None:
+            self.signalled = True
+            log.info("%s received, shutting down", name)
+            if self.serving:
+                self.begin()
+            # else: serve() begins it once it serves, or main() once serve() returns.
+            return
+        drain = self.drain
+        if drain is None or drain.now or (self.task is not None and self.task.done()):
+            return  # nothing left to cut short
+        log.warning(
+            "second signal (%s) during the shutdown: stopping now, "
+            "answering 421 to the %d session(s) left",
+            name,
+            len(drain.live),
+        )
+        drain.stop_now()
+
+
 def serve(
     loop: asyncio.AbstractEventLoop,
     server: asyncio.AbstractServer,
     line: str,
     announce: Callable[[str], None] | None = None,
+    stopping: Stopping | None = None,
 ) -> None:
-    """Serve until ``loop`` stops: on SIGINT or SIGTERM, or when any callback
-    stops it or raises ``KeyboardInterrupt`` (as aiosmtpd's ``main()`` does).
-    The startup line goes to stderr, or to ``announce`` (a worker tells its
-    supervisor)."""
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, _stop, loop, signum)
-        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows,
-            continue  # or not the main thread: Ctrl-C raises KeyboardInterrupt instead
-        installed.append(signum)
+    """Serve until ``loop`` stops: on SIGINT or SIGTERM, once the shutdown they
+    begin is over (``stopping``), or when any callback stops it or raises
+    ``KeyboardInterrupt`` (as aiosmtpd's ``main()`` does).  The startup line goes
+    to stderr, or to ``announce`` (a worker tells its supervisor).
+
+    Without ``stopping``, a signal just stops the loop, and the handlers are
+    removed on return; with it, they stay (the caller removes them), so that a
+    second signal while the caller drains is heard."""
+    temporary = stopping is None
+    if stopping is None:
+        stopping = Stopping(loop)
+    stopping.install()
     try:
         loop.run_until_complete(server.start_serving())
         # Said only once the loop runs: whoever waits for this line may signal us at
         # once, and uvloop drops a signal that arrives between two runs of its loop.
         loop.call_soon(_announce, line, announce)
-        with suppress(KeyboardInterrupt):
-            loop.run_forever()
+        stopping.serving = True
+        if stopping.signalled and stopping.task is None:
+            stopping.begin()  # a signal came while the server started to serve
+        if stopping.task is None or not stopping.task.done():
+            with suppress(KeyboardInterrupt):
+                loop.run_forever()
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        stopping.serving = False
+        if temporary:
+            stopping.remove()
 
 
 def _announce(line: str, announce: Callable[[str], None] | None) -> None:
@@ -524,11 +645,6 @@ def _announce(line: str, announce: Callable[[str], None] | None) -> None:
         print(line, file=sys.stderr, flush=True)
     else:
         announce(line)
-
-
-def _stop(loop: asyncio.AbstractEventLoop, signum: int) -> None:
-    log.info("%s received, shutting down", signal.Signals(signum).name)
-    loop.stop()
 
 
 async def close(

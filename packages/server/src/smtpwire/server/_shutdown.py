@@ -12,12 +12,16 @@
 3. After the grace period (``--shutdown-grace``), the sessions left get
    that 421 and are closed, and their handlers' tasks are cancelled.
 
+A second SIGTERM or SIGINT during the drain means "stop now": step 3 at once,
+whatever is left of the grace period (``_cli_serving.Stopping`` says so in one
+WARNING line); the process then exits as after any stop, with status 0.
+
 A message is stored whole or refused, never half: a handler cut off at step 3
-is cancelled at an ``await``, and its client gets 421, a temporary failure, so
-the sender keeps the message and sends it again later.  (A handler that hands
-its work to a thread cannot be stopped there; what that thread finishes may
-then be stored although the client was told 421: a duplicate later, never a
-loss.)
+(or by a second signal) is cancelled at an ``await``, and its client gets 421, a
+temporary failure, so the sender keeps the message and sends it again later.  (A
+handler that hands its work to a thread cannot be stopped there; what that thread
+finishes may then be stored although the client was told 421: a duplicate later,
+never a loss.)
 """
 
 from __future__ import annotations
@@ -30,11 +34,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._cli_serving import Connections
 
-__all__ = ["CLOSE_TIMEOUT", "SHUTTING_DOWN", "shut_down"]
+__all__ = ["CLOSE_TIMEOUT", "ENDED", "GRACE_OVER", "SHUTTING_DOWN", "STOP_NOW", "shut_down"]
 
 log = logging.getLogger("mail.log")
 
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, closing"
+
+#: How a drain ends (``_cli_serving.Drain.wait``): every session has ended, the
+#: grace period is over, or a second signal said to stop now.
+ENDED = "ended"
+GRACE_OVER = "grace over"
+STOP_NOW = "stop now"
 
 #: The bound on each wait after the grace period: for the cut-off sessions'
 #: connections to close, and for their tasks to end once cancelled.
@@ -45,15 +55,15 @@ async def shut_down(server: asyncio.AbstractServer, connections: Connections, gr
     server.close()  # accept no more
     drain = connections.drain
     drain.begin()
-    try:
-        await asyncio.wait_for(drain.wait(), grace)
-    except asyncio.TimeoutError:
+    outcome = await drain.wait(grace)
+    if outcome != ENDED:
         left = list(drain.live)
-        log.warning(
-            "%d session(s) still busy %g s after the shutdown began: answering 421, closing",
-            len(left),
-            grace,
-        )
+        if outcome == GRACE_OVER:  # (a stop now is the signal handler's line)
+            log.warning(
+                "%d session(s) still busy %g s after the shutdown began: answering 421, closing",
+                len(left),
+                grace,
+            )
         for session in left:
             # The reply first, then the cancel: once the handler's task is cancelled
             # its session may close without a word.

@@ -23,6 +23,12 @@ stays reserved while a worker is restarted.  Elsewhere (where ``SO_REUSEPORT``
 does not balance, or is missing) the supervisor listens and the workers inherit
 its sockets.  The supervisor stays the user that started it (root, for a port
 below 1024): the workers it restarts bind as that user, then switch to nobody.
+
+Stopping: the supervisor passes SIGTERM or SIGINT on to every worker as SIGTERM,
+and each drains as one server does; a second signal is passed on too, and the
+workers stop now.  A worker ignores SIGINT: Ctrl-C at a terminal reaches the
+whole process group, and a worker that counted it would take the supervisor's
+SIGTERM for a second signal.
 """
 
 from __future__ import annotations
@@ -163,6 +169,9 @@ class Supervisor:
     exits: deque[float] = field(default_factory=deque)
     stop_signal: int | None = None
     stopping_since: float | None = None
+    #: A signal during the stop: passed on to the workers, which stop now.
+    now_signal: int | None = None
+    stopped_now: bool = False
     status: int = 0
     announced: bool = False
     stop_after: float = stop_timeout(SHUTDOWN_GRACE)
@@ -187,6 +196,8 @@ class Supervisor:
                     self._reap()
                     if self.stop_signal is not None and self.stopping_since is None:
                         self._stop_all()
+                    if self.now_signal is not None and not self.stopped_now:
+                        self._stop_now(self.now_signal)
                     self._restart_due()
             finally:
                 self._kill_all()
@@ -228,8 +239,10 @@ class Supervisor:
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
         def on_stop(signum: int, frame: FrameType | None) -> None:
-            if self.stop_signal is None:
+            if self.stop_signal is None and self.stopping_since is None:
                 self.stop_signal = signum
+            elif self.now_signal is None:
+                self.now_signal = signum  # a second one, or one during a stop of our own
 
         def on_child(signum: int, frame: FrameType | None) -> None:
             pass  # the wake-up pipe has woken the loop, which reaps
@@ -368,6 +381,15 @@ class Supervisor:
             if worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
 
+    def _stop_now(self, signum: int) -> None:
+        """A second signal: passed on, so that every worker stops now (its drain cut
+        short, the sessions left told 421), as one server does."""
+        self.stopped_now = True
+        self._say(f"second signal ({signal.Signals(signum).name}): stopping the workers now")
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+
     def _kill_all(self) -> None:
         for worker in self.workers:
             if worker.process is not None:
@@ -385,7 +407,8 @@ def supervise(
     parser: argparse.ArgumentParser, options: argparse.Namespace, argv: Sequence[str]
 ) -> int:
     """Run ``options.workers`` workers until SIGTERM or SIGINT (status 0), or until
-    they cannot be kept running (status 1)."""
+    they cannot be kept running (status 1).  Each signal is passed on to the
+    workers as SIGTERM: the first lets them drain, a second stops them now."""
     if sys.platform == "win32":  # pragma: no cover - no inheritable sockets by fd there
         parser.error("--workers greater than 1 is not supported on Windows")
     try:

@@ -17,7 +17,9 @@ aiosmtpd's CLI hurt its users, this one differs:
 - A bad handler class path or certificate is a usage error, not a traceback.
 - SIGINT (Ctrl-C) and SIGTERM stop the server: it closes the listening socket,
   lets the transactions in progress end within ``--shutdown-grace``, tells every
-  other session ``421 4.3.2`` and exits with status 0 (see ``_shutdown.py``).
+  other session ``421 4.3.2`` and exits with status 0 (see ``_shutdown.py``).  A
+  second signal during that drain stops it now: the sessions left get the 421
+  at once, and the exit status is 0 still.
 
 As in aiosmtpd, :func:`main` runs on the caller's current event loop (made only
 if there is none) and returns once that loop is stopped, by a signal or by any
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -56,6 +59,7 @@ from ._cli_serving import (
     Connections,
     ProxiedCliSMTP,
     ServingLoop,
+    Stopping,
     bind,
     check_maildir_for_workers,
     close,
@@ -69,6 +73,11 @@ from ._workers_child import SupervisorChannel, WorkerSpec, bind_worker
 from .auth_limits import AuthFailureLimiter
 
 __all__ = ["main", "parseargs"]
+
+#: The signals that stop the server (the second of them during the drain: at once).
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: A ``--workers`` worker's: SIGINT is ignored (see main()).
+WORKER_SIGNALS = (signal.SIGTERM,)
 
 
 def parseargs(
@@ -120,6 +129,11 @@ def _configure_logging(debug: int, log_format: str = "text") -> None:
 def main(args: Sequence[str] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, or until the event loop is stopped."""
     parser, options = parseargs(args)
+    if options.worker_spec is not None and sys.platform != "win32":
+        # Ctrl-C at a terminal signals the whole process group, the workers too;
+        # the supervisor passes it on as SIGTERM, which a worker that had counted
+        # the SIGINT would take for a second signal ("stop now") and not drain.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _configure_logging(options.debug, options.log_format)
     # Ctrl-C before the signal handlers are set, or where they cannot be (Windows).
     with contextlib.suppress(KeyboardInterrupt):
@@ -143,6 +157,7 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     release = version()
     serving = ServingLoop(options.loop, options.loop_factory)
     loop = serving.loop
+    stopping: Stopping | None = None
     try:
         if options.debug >= 3:
             loop.set_debug(True)
@@ -155,6 +170,14 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
         else:
             server = bind_worker(loop, parser, options, connections, spec)
             channel = SupervisorChannel(loop, spec.channel)
+        stopping = Stopping(
+            loop,
+            # Not main.partial, which suites patch (see below).
+            lambda: close(server, connections, options.shutdown_grace),
+            connections.drain,
+            # A worker's orders come from its supervisor, by SIGTERM (see main()).
+            WORKER_SIGNALS if spec is not None else SIGNALS,
+        )
         try:
             user = drop_privileges(parser, options.handler) if options.setuid else None
             # Looked up here, as aiosmtpd's main() does: suites patch main.partial.
@@ -177,10 +200,16 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 auth_failure_limiter=AuthFailureLimiter() if options.modern else None,
             )
             line = startup_line(server, options, loop, user, release)
-            serve(loop, server, line, None if channel is None else channel.announce)
+            serve(loop, server, line, None if channel is None else channel.announce, stopping)
         finally:
-            loop.run_until_complete(close(server, connections, options.shutdown_grace))
+            # The graceful stop a signal began (and may be over), or begun now: the
+            # loop was stopped some other way.  A signal meanwhile means "stop now".
+            loop.run_until_complete(stopping.begin())
             if channel is not None:
                 channel.close()
     finally:
-        serving.finish()
+        try:
+            serving.finish()
+        finally:
+            if stopping is not None:
+                stopping.remove()
