@@ -196,6 +196,20 @@ async def test_a_dropped_connection_leaves_the_client_as_close_does() -> None:
         await client.quit()
 
 
+async def both_connects_greeted(client: aiosmtplib.SMTP) -> None:
+    """Two connect() calls at once, the second waiting for the lock while the first
+    connection is lost: each gets a greeting, and the client is left connected."""
+    first = asyncio.ensure_future(client.connect())
+    second = asyncio.ensure_future(client.connect())
+    try:
+        assert (await asyncio.wait_for(first, WAIT)).code == 220
+        assert (await asyncio.wait_for(second, WAIT)).code == 220
+    finally:
+        first.cancel()
+        second.cancel()
+    assert client.is_connected
+
+
 async def test_waiting_connect_goes_ahead_when_the_server_hangs_up_after_its_greeting() -> None:
     def hang_up_on_the_first(connection: FakeConnection) -> None:
         if len(connection.server.connections) == 1:
@@ -203,15 +217,7 @@ async def test_waiting_connect_goes_ahead_when_the_server_hangs_up_after_its_gre
 
     async with FakeSMTPServer(on_connect=hang_up_on_the_first) as server:
         client = client_for(server)
-        first = asyncio.ensure_future(client.connect())
-        second = asyncio.ensure_future(client.connect())
-        try:
-            assert (await asyncio.wait_for(first, WAIT)).code == 220
-            assert (await asyncio.wait_for(second, WAIT)).code == 220
-        finally:
-            first.cancel()
-            second.cancel()
-        assert client.is_connected
+        await both_connects_greeted(client)
         assert (await client.noop()).code == 250
         await client.quit()
         assert len(server.connections) == 2
@@ -289,15 +295,7 @@ async def test_waiting_connect_goes_ahead_when_a_connect_ends_on_a_lost_connecti
             hostname="127.0.0.1", port=server.port, local_hostname="client.example",
             start_tls=False, timeout=WAIT,
         )  # fmt: skip
-        first = asyncio.ensure_future(client.connect())
-        second = asyncio.ensure_future(client.connect())
-        try:
-            assert (await asyncio.wait_for(first, WAIT)).code == 220
-            assert (await asyncio.wait_for(second, WAIT)).code == 220
-        finally:
-            first.cancel()
-            second.cancel()
-        assert client.is_connected
+        await both_connects_greeted(client)
         await client.quit()
         assert len(server.connections) == 2
 

@@ -558,6 +558,19 @@ def test_parser_on_reply_shaped_noise_is_safe_and_split_independent(
     assert whole == split
 
 
+def fed_outcome(chunks: list[bytes], caps: tuple[int, int]) -> object:
+    """What a parser with these caps (line, reply) makes of ``chunks`` fed one after
+    the other: the replies, or the error's type and scope."""
+    parser = ReplyParser(max_line_length=caps[0], max_reply_length=caps[1])
+    replies: list[SMTPReply] = []
+    try:
+        for chunk in chunks:
+            replies += parser.feed(chunk)
+    except ReplyError as error:
+        return type(error), getattr(error, "scope", None)
+    return replies
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     line=st.one_of(
@@ -572,19 +585,7 @@ def test_one_reply_per_feed_matches_the_general_path(
 ) -> None:
     """Whole one-line replies take a fast path; it must agree with byte-wise feeding."""
     data = line + ending
-    options = {"max_line_length": caps[0], "max_reply_length": caps[1]}
-
-    def outcome(chunks: list[bytes]) -> object:
-        parser = ReplyParser(**options)
-        replies = []
-        try:
-            for chunk in chunks:
-                replies += parser.feed(chunk)
-        except ReplyError as error:
-            return type(error), getattr(error, "scope", None)
-        return replies
-
-    assert outcome([data]) == outcome([data[:1], data[1:]])
+    assert fed_outcome([data], caps) == fed_outcome([data[:1], data[1:]], caps)
 
 
 @settings(max_examples=500, deadline=None)
@@ -610,19 +611,7 @@ def test_a_group_of_replies_in_one_feed_matches_the_general_path(
     """A pipelined group's one-line replies in one read take a fast path; it must
     agree with the general path (taken when a first octet came in a read of its own)."""
     data = b"".join(line + ending for line, ending in lines)
-    options = {"max_line_length": caps[0], "max_reply_length": caps[1]}
-
-    def outcome(chunks: list[bytes]) -> object:
-        parser = ReplyParser(**options)
-        replies = []
-        try:
-            for chunk in chunks:
-                replies += parser.feed(chunk)
-        except ReplyError as error:
-            return type(error), getattr(error, "scope", None)
-        return replies
-
-    assert outcome([data]) == outcome([data[:1], data[1:]])
+    assert fed_outcome([data], caps) == fed_outcome([data[:1], data[1:]], caps)
 
 
 def test_a_group_of_one_line_replies_in_one_feed() -> None:

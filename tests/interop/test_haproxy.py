@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trustme
@@ -54,6 +55,7 @@ from smtpwire.client import SMTP
 from support.cli import ServerProcess
 
 HAPROXY = "/usr/sbin/haproxy"
+T = TypeVar("T")
 SOURCE = "127.0.0.2"  # the clients' address; HAProxy talks to the servers from 127.0.0.1
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 # The first line of each HAProxy configuration docs/deploy.md gives.
@@ -270,6 +272,53 @@ def running_haproxy(
     pytest.fail("no free port for HAProxy in 5 tries")
 
 
+@contextmanager
+def two_backends_behind_haproxy(
+    haproxy: str,
+    tmp_path: Path,
+    inbox: Path,
+    peer_env: dict[str, str],
+    *options: str,
+    variant: str = MAIN_CONFIG,
+    crt: Path | None = None,
+) -> Iterator[tuple[int, set[int]]]:
+    """Two servers (started with ``options``) behind HAProxy with docs/deploy.md's
+    ``variant`` configuration: (the frontend port, the servers' pids)."""
+    with ExitStack() as stack:
+        _, port1, pid1 = stack.enter_context(backend(inbox, peer_env, *options))
+        _, port2, pid2 = stack.enter_context(backend(inbox, peer_env, *options))
+        frontend, _ = stack.enter_context(
+            running_haproxy(
+                haproxy,
+                tmp_path,
+                lambda port: docs_config(port, [port1, port2], variant=variant, crt=crt),
+            )
+        )
+        yield frontend, {pid1, pid2}
+
+
+def delivered(inbox: Path, sent: dict[str, T]) -> list[tuple[dict[str, object], T]]:
+    """Every message ``sent`` (by Message-ID) arrived, once: each record with what
+    the test kept about that message."""
+    found = records(inbox)
+    assert sorted(str(r["message_id"]).strip("<>") for r in found) == sorted(sent)
+    return [(record, sent[str(record["message_id"]).strip("<>")]) for record in found]
+
+
+def swaks_through(
+    swaks: str, frontend: int, message_id: str, source_port: int, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """swaks sending one message through HAProxy from SOURCE:``source_port``."""
+    result = run_peer([
+        swaks, "--server", "127.0.0.1", "--port", str(frontend), *options,
+        "--local-interface", SOURCE, "--local-port", str(source_port),
+        "--helo", CLIENT_NAME, "--from", "anne@example.org", "--to", "bart@example.org",
+        "--header", f"Message-Id: <{message_id}>", "--timeout", str(int(WAIT)),
+    ])  # fmt: skip
+    assert result.returncode == 0, transcript(result)
+    return result
+
+
 @pytest.fixture
 def peer_env(tmp_path: Path) -> dict[str, str]:
     modules = tmp_path / "modules"
@@ -374,36 +423,23 @@ def haproxy_servers(stats: Path) -> dict[str, dict[str, str]]:
 def test_the_original_client_reaches_both_servers(
     haproxy: str, swaks: str, tmp_path: Path, inbox: Path, peer_env: dict[str, str]
 ) -> None:
-    with ExitStack() as stack:
-        _, port1, pid1 = stack.enter_context(backend(inbox, peer_env))
-        _, port2, pid2 = stack.enter_context(backend(inbox, peer_env))
-        frontend, _ = stack.enter_context(
-            running_haproxy(haproxy, tmp_path, lambda port: docs_config(port, [port1, port2]))
-        )
+    with two_backends_behind_haproxy(haproxy, tmp_path, inbox, peer_env) as (frontend, pids):
         sent: dict[str, int] = {}
         for n in range(4):
             message_id, source_port = f"swaks-{n}-{uuid.uuid4().hex}", free_port(SOURCE)
-            result = run_peer([
-                swaks, "--server", "127.0.0.1", "--port", str(frontend),
-                "--local-interface", SOURCE, "--local-port", str(source_port),
-                "--helo", CLIENT_NAME, "--from", "anne@example.org", "--to", "bart@example.org",
-                "--header", f"Message-Id: <{message_id}>", "--timeout", str(int(WAIT)),
-            ])  # fmt: skip
-            assert result.returncode == 0, transcript(result)
+            swaks_through(swaks, frontend, message_id, source_port)
             sent[message_id] = source_port
         for n in range(4):
             message_id, source_port = f"client-{n}-{uuid.uuid4().hex}", free_port(SOURCE)
             assert asyncio.run(send_once(frontend, message_id, source_port))
             sent[message_id] = source_port
-    found = records(inbox)
-    assert sorted(str(r["message_id"]).strip("<>") for r in found) == sorted(sent)
-    for record in found:
-        source_port = sent[str(record["message_id"]).strip("<>")]
+    arrived = delivered(inbox, sent)
+    for record, source_port in arrived:
         assert record["peer"] == [SOURCE, source_port]
         assert record["proxy_source"] == [SOURCE, source_port]
         assert record["tls"] is False
         assert record["proxy_ssl"] is None
-    assert {r["pid"] for r in found} == {pid1, pid2}  # round robin
+    assert {record["pid"] for record, _ in arrived} == pids  # round robin
 
 
 def test_a_server_stopped_mid_run_loses_no_message(
@@ -459,26 +495,15 @@ def test_implicit_tls_passed_through_reaches_smtps_servers_with_the_original_cli
     client_tls_context: ssl.SSLContext,
 ) -> None:
     smtps = ("--smtpscert", str(certificate["chain"]), "--smtpskey", str(certificate["key"]))
-    with ExitStack() as stack:
-        _, port1, pid1 = stack.enter_context(backend(inbox, peer_env, *smtps))
-        _, port2, pid2 = stack.enter_context(backend(inbox, peer_env, *smtps))
-        frontend, _ = stack.enter_context(
-            running_haproxy(
-                haproxy,
-                tmp_path,
-                lambda port: docs_config(port, [port1, port2], variant=TLS_PASSED_THROUGH),
-            )
-        )
+    with two_backends_behind_haproxy(
+        haproxy, tmp_path, inbox, peer_env, *smtps, variant=TLS_PASSED_THROUGH
+    ) as (frontend, pids):
         sent: dict[str, int] = {}
         for n in range(2):
             message_id, source_port = f"swaks-tls-{n}-{uuid.uuid4().hex}", free_port(SOURCE)
-            result = run_peer([
-                swaks_with_tls, "--server", "127.0.0.1", "--port", str(frontend),
-                "--tls-on-connect", "--local-interface", SOURCE, "--local-port", str(source_port),
-                "--helo", CLIENT_NAME, "--from", "anne@example.org", "--to", "bart@example.org",
-                "--header", f"Message-Id: <{message_id}>", "--timeout", str(int(WAIT)),
-            ])  # fmt: skip
-            assert result.returncode == 0, transcript(result)
+            result = swaks_through(
+                swaks_with_tls, frontend, message_id, source_port, "--tls-on-connect"
+            )
             assert "TLS started" in result.stdout + result.stderr, transcript(result)
             sent[message_id] = source_port
         for n in range(2):
@@ -486,15 +511,13 @@ def test_implicit_tls_passed_through_reaches_smtps_servers_with_the_original_cli
             # The client verifies the certificate: the TLS is the server's own.
             asyncio.run(send_over_tls(frontend, message_id, source_port, client_tls_context))
             sent[message_id] = source_port
-    found = records(inbox)
-    assert sorted(str(r["message_id"]).strip("<>") for r in found) == sorted(sent)
-    for record in found:
-        source_port = sent[str(record["message_id"]).strip("<>")]
+    arrived = delivered(inbox, sent)
+    for record, source_port in arrived:
         assert record["tls"] is True  # the handshake was the server's, after the header
         assert record["peer"] == [SOURCE, source_port]
         assert record["proxy_source"] == [SOURCE, source_port]
         assert record["proxy_ssl"] is None  # HAProxy saw no TLS, only bytes
-    assert {r["pid"] for r in found} == {pid1, pid2}
+    assert {record["pid"] for record, _ in arrived} == pids
 
 
 def test_tls_terminated_at_haproxy_reaches_the_server_as_the_ssl_tlv(
@@ -506,18 +529,9 @@ def test_tls_terminated_at_haproxy_reaches_the_server_as_the_ssl_tlv(
     certificate: dict[str, Path],
     client_tls_context: ssl.SSLContext,
 ) -> None:
-    with ExitStack() as stack:
-        _, port1, pid1 = stack.enter_context(backend(inbox, peer_env))
-        _, port2, pid2 = stack.enter_context(backend(inbox, peer_env))
-        frontend, _ = stack.enter_context(
-            running_haproxy(
-                haproxy,
-                tmp_path,
-                lambda port: docs_config(
-                    port, [port1, port2], variant=TLS_TERMINATED, crt=certificate["pem"]
-                ),
-            )
-        )
+    with two_backends_behind_haproxy(
+        haproxy, tmp_path, inbox, peer_env, variant=TLS_TERMINATED, crt=certificate["pem"]
+    ) as (frontend, pids):
         sent: dict[str, tuple[int, str]] = {}
         for n in range(4):
             message_id, source_port = f"terminated-{n}-{uuid.uuid4().hex}", free_port(SOURCE)
@@ -525,10 +539,8 @@ def test_tls_terminated_at_haproxy_reaches_the_server_as_the_ssl_tlv(
                 send_over_tls(frontend, message_id, source_port, client_tls_context)
             )
             sent[message_id] = (source_port, version)
-    found = records(inbox)
-    assert sorted(str(r["message_id"]).strip("<>") for r in found) == sorted(sent)
-    for record in found:
-        source_port, version = sent[str(record["message_id"]).strip("<>")]
+    arrived = delivered(inbox, sent)
+    for record, (source_port, version) in arrived:
         assert version.startswith("TLSv1.")
         assert record["tls"] is False  # HAProxy to the server: plaintext
         assert record["peer"] == [SOURCE, source_port]
@@ -537,7 +549,7 @@ def test_tls_terminated_at_haproxy_reaches_the_server_as_the_ssl_tlv(
         assert ssl_tlv["SSL"] is True  # the SSL TLV, whole
         assert ssl_tlv["SSL_VERSION"] == version
         assert ssl_tlv["SSL_CLIENT"] & 0x01  # PP2_CLIENT_SSL: the client came over TLS
-    assert {r["pid"] for r in found} == {pid1, pid2}
+    assert {record["pid"] for record, _ in arrived} == pids
 
 
 # -- health checks ------------------------------------------------------------------------

@@ -27,7 +27,15 @@ import trustme
 from smtpwire.server import main as cli
 from smtpwire.server._cli_serving import drop_privileges
 from smtpwire.server.handlers import Sink
-from support.cli import MESSAGE, POSIX_ONLY, WAIT, ServerProcess, run_cli, server_process
+from support.cli import (
+    MESSAGE,
+    POSIX_ONLY,
+    WAIT,
+    ServerProcess,
+    run_cli,
+    server_process,
+    write_certificate,
+)
 
 
 def local_port(smtp: smtplib.SMTP) -> int:
@@ -38,15 +46,7 @@ def local_port(smtp: smtplib.SMTP) -> int:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path, Path]:
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    issued.cert_chain_pems[0].write_to_path(str(cert))
-    for pem in issued.cert_chain_pems[1:]:
-        pem.write_to_path(str(cert), append=True)
-    issued.private_key_pem.write_to_path(str(key))
-    return ca, cert, key
+    return write_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def client_context(ca: trustme.CA) -> ssl.SSLContext:

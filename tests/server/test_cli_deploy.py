@@ -1,8 +1,8 @@
 """The command line as something to deploy: configuration by ``SMTPWIRE_*``
-variables, a graceful stop with ``--shutdown-grace`` (and a second signal that
-stops it now, on asyncio and uvloop, with ``--workers`` too), ``-c`` finding a
-module in the current directory from the console script too, ``-c ...Proxy HOST
-PORT``, and the Dockerfile's command line run for real.
+variables, ``-c`` finding a module in the current directory from the console
+script too, ``-c ...Proxy HOST PORT``, and the Dockerfile's command line run for
+real.  The graceful stop (``--shutdown-grace``, a second signal) is
+test_cli_drain.py's.
 
 Servers run as real processes on loopback; where the command line needs a fixed
 port (the Dockerfile's ``-l``), a free one is found by binding port 0, and the
@@ -12,21 +12,15 @@ start is retried (a bounded number of times) if another process took it meanwhil
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import mailbox
 import os
-import queue
 import re
 import signal
 import smtplib
 import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +34,10 @@ from support.cli import (
     MESSAGE,
     POSIX_ONLY,
     WAIT,
-    ServerProcess,
-    _pump,
-    child_environment,
+    CommandProcess,
+    python_m,
     run_cli,
+    running,
 )
 
 pytestmark = POSIX_ONLY
@@ -51,55 +45,6 @@ pytestmark = POSIX_ONLY
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("smtpwire-server")
 START_ATTEMPTS = 3
-
-
-class CommandProcess(ServerProcess):
-    """:class:`ServerProcess` for any command line and working directory (the
-    console script, the Dockerfile's command)."""
-
-    def __init__(
-        self,
-        argv: list[str],
-        *,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-        new_session: bool = False,
-    ):
-        self.process = subprocess.Popen(  # noqa: S603 - the test's own command lines
-            argv,
-            cwd=cwd,
-            env=child_environment(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            # A process group of its own, as a shell gives a foreground job: the
-            # test can signal the group as Ctrl-C at a terminal does.
-            start_new_session=new_session,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        self.stdout: queue.Queue[str | None] = queue.Queue()
-        self.stderr: queue.Queue[str | None] = queue.Queue()
-        self.stderr_seen: list[str] = []
-        self._readers = [
-            threading.Thread(target=_pump, args=(self.process.stdout, self.stdout), daemon=True),
-            threading.Thread(target=_pump, args=(self.process.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-
-@contextmanager
-def running(
-    argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> Iterator[CommandProcess]:
-    server = CommandProcess(argv, cwd=cwd, env=env)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def free_port() -> int:
@@ -130,10 +75,6 @@ def on_a_free_port(
         finally:
             server.kill()
         return
-
-
-def python_m(*args: str) -> list[str]:
-    return [sys.executable, "-m", "smtpwire.server", *args]
 
 
 def console_script(*args: str) -> list[str]:
@@ -256,412 +197,6 @@ def test_help_lists_the_variables_and_links_the_docs() -> None:
     unwrapped = re.sub(r"\s+", "", result.stdout)
     for found in re.finditer(r"docs/", unwrapped):
         assert unwrapped[: found.end()].endswith("blob/main/docs/"), unwrapped[found.start() - 60 :]
-
-
-# -- a graceful stop ----------------------------------------------------------------------
-
-SLOW_HANDLER = """
-import asyncio
-
-
-class Slow:
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    @classmethod
-    def from_cli(cls, parser, seconds):
-        return cls(float(seconds))
-
-    async def handle_DATA(self, server, session, envelope):
-        print("RECEIVED", flush=True)
-        await asyncio.sleep(self.seconds)  # slow storage, on purpose
-        print("STORED", envelope.mail_from, flush=True)
-        return "250 OK stored"
-"""
-
-
-def send_until_data_end(smtp: smtplib.SMTP) -> None:
-    smtp.ehlo()
-    assert smtp.mail("anne@example.com")[0] == 250
-    assert smtp.rcpt("bart@example.com")[0] == 250
-    assert smtp.docmd("DATA")[0] == 354
-    smtp.send(MESSAGE + b".\r\n")
-
-
-SHUTTING_DOWN = (421, b"4.3.2 Service shutting down, closing")
-
-
-def refused_from_now_on(host: str, port: int) -> None:
-    """Until a connection is refused: the listening socket is closed, so the drain
-    has begun (both happen in one step of the server's loop)."""
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        try:
-            socket.create_connection((host, port), timeout=WAIT).close()
-        except ConnectionRefusedError:
-            return
-        except ConnectionResetError:
-            pass  # queued on the socket as it closed: look again
-        time.sleep(0.01)  # the poll's pace, not a wait for anything
-    pytest.fail(f"{host}:{port} still accepted connections {WAIT} s after SIGTERM")
-
-
-def read_to_the_end(smtp: smtplib.SMTP) -> None:
-    """The server closed the connection: nothing more comes."""
-    with pytest.raises(smtplib.SMTPServerDisconnected):
-        smtp.getreply()
-
-
-def test_a_transaction_finishing_within_the_grace_is_stored_and_answered(tmp_path: Path) -> None:
-    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
-    argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "60", "-c", "slow.Slow", "1")
-    with running(argv, cwd=tmp_path) as server:
-        [(host, port)] = server.addresses()
-        with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
-            send_until_data_end(smtp)
-            assert server.line() == "RECEIVED"
-            server.process.send_signal(signal.SIGTERM)  # while the handler works
-            assert smtp.getreply() == (250, b"2.6.0 OK stored")
-            # The transaction over, no new one: 421, and the server closes.
-            assert smtp.getreply() == SHUTTING_DOWN
-            read_to_the_end(smtp)
-        status, stdout, stderr = finished(server)
-    assert status == 0, stderr
-    assert stdout == "STORED anne@example.com\n"
-
-
-def test_a_transaction_beyond_the_grace_gets_421_and_is_not_stored(tmp_path: Path) -> None:
-    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
-    argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "0.5", "-c", "slow.Slow", "3600")
-    with running(argv, cwd=tmp_path) as server:
-        [(host, port)] = server.addresses()
-        with smtplib.SMTP(host, port, timeout=WAIT) as smtp:
-            send_until_data_end(smtp)
-            assert server.line() == "RECEIVED"
-            server.process.send_signal(signal.SIGTERM)
-            code, text = smtp.getreply()
-        assert (code, text) == SHUTTING_DOWN
-        status, stdout, stderr = finished(server)
-    assert status == 0, stderr
-    assert "STORED" not in stdout
-    assert "still busy 0.5 s after the shutdown began" in stderr
-
-
-def test_the_default_grace_is_ten_seconds() -> None:
-    assert build_parser().parse_args([]).shutdown_grace == 10.0
-    help_text = re.sub(r"\s+", " ", run_cli("--help").stdout)
-    assert "finish for up to SECONDS (default 10)" in help_text
-
-
-def test_a_transaction_begun_before_the_stop_sends_its_message(tmp_path: Path) -> None:
-    """MAIL and RCPT were accepted before SIGTERM: the client may still send DATA
-    and its message, which is stored whole and answered 250; then the session
-    ends with 421 (no new transaction) and the server exits."""
-    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
-    argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "60", "-c", "slow.Slow", "0")
-    with running(argv, cwd=tmp_path) as server:
-        [(host, port)] = server.addresses()
-        smtp = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            smtp.ehlo()
-            assert smtp.mail("anne@example.com")[0] == 250
-            assert smtp.rcpt("bart@example.com")[0] == 250
-            server.process.send_signal(signal.SIGTERM)
-            refused_from_now_on(host, port)
-            assert server.process.poll() is None  # draining: our transaction holds it
-            assert smtp.docmd("DATA")[0] == 354
-            smtp.send(MESSAGE + b".\r\n")
-            assert smtp.getreply() == (250, b"2.6.0 OK stored")
-            assert smtp.getreply() == SHUTTING_DOWN
-            read_to_the_end(smtp)
-        finally:
-            smtp.close()
-        status, stdout, stderr = finished(server)
-    assert status == 0, stderr
-    assert stdout == "RECEIVED\nSTORED anne@example.com\n"
-    assert "still busy" not in stderr  # ended within the grace, not cut off
-
-
-def test_bdat_chunks_begun_before_the_stop_end_their_message(tmp_path: Path) -> None:
-    """The same with CHUNKING: a first chunk before SIGTERM, the last after; the
-    message is stored whole."""
-    maildir = tmp_path / "Maildir"
-    argv = python_m(
-        "-n", "-l", "127.0.0.1:0", "-c", "smtpwire.server.handlers.Mailbox", str(maildir)
-    )
-    first, last = MESSAGE[:20], MESSAGE[20:]
-    with running(argv) as server:
-        [(host, port)] = server.addresses()
-        smtp = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            smtp.ehlo()
-            assert smtp.mail("anne@example.com")[0] == 250
-            assert smtp.rcpt("bart@example.com")[0] == 250
-            smtp.send(b"BDAT %d\r\n%s" % (len(first), first))
-            assert smtp.getreply()[0] == 250
-            server.process.send_signal(signal.SIGTERM)
-            refused_from_now_on(host, port)
-            smtp.send(b"BDAT %d LAST\r\n%s" % (len(last), last))
-            assert smtp.getreply()[0] == 250
-            assert smtp.getreply() == SHUTTING_DOWN
-            read_to_the_end(smtp)
-        finally:
-            smtp.close()
-        status, _, stderr = finished(server)
-    assert status == 0, stderr
-    [stored] = mailbox.Maildir(maildir).values()
-    assert stored.get_payload() == "Hi Bart.\n"
-    assert stored["Subject"] == "hello"
-
-
-@pytest.mark.parametrize("state", ["greeted", "after EHLO", "after a message"])
-def test_an_idle_session_is_told_421_when_the_server_stops(state: str) -> None:
-    with running(
-        python_m("-n", "-l", "127.0.0.1:0", "-c", "smtpwire.server.handlers.Sink")
-    ) as server:
-        [(host, port)] = server.addresses()
-        smtp = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            if state != "greeted":
-                assert smtp.ehlo()[0] == 250
-            if state == "after a message":
-                assert smtp.sendmail("anne@example.com", ["bart@example.com"], MESSAGE) == {}
-            server.process.send_signal(signal.SIGTERM)
-            assert smtp.getreply() == SHUTTING_DOWN  # unasked, at once
-            read_to_the_end(smtp)
-        finally:
-            smtp.close()
-        status, _, stderr = finished(server)
-    assert status == 0, stderr
-    assert "still busy" not in stderr
-
-
-def test_no_connection_is_accepted_while_sessions_drain(tmp_path: Path) -> None:
-    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
-    argv = python_m("-n", "-l", "127.0.0.1:0", "--shutdown-grace", "60", "-c", "slow.Slow", "0")
-    with running(argv, cwd=tmp_path) as server:
-        [(host, port)] = server.addresses()
-        smtp = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            smtp.ehlo()
-            assert smtp.mail("anne@example.com")[0] == 250
-            server.process.send_signal(signal.SIGTERM)
-            refused_from_now_on(host, port)
-            # Still draining (our transaction is open), and still refusing.
-            assert smtp.noop() == (250, b"2.0.0 OK")
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection((host, port), timeout=WAIT).close()
-            assert smtp.rset() == (250, b"2.0.0 OK")  # the transaction ends here
-            assert smtp.getreply() == SHUTTING_DOWN
-            read_to_the_end(smtp)
-        finally:
-            smtp.close()
-        status, _, stderr = finished(server)
-    assert status == 0, stderr
-
-
-def finished(server: ServerProcess) -> tuple[int, str, str]:
-    """The exit status and the rest of the output of a server stopping by itself
-    (signalled once already: a second signal while it drains would stop it now)."""
-    status = server.process.wait(WAIT)
-    for reader in server._readers:
-        reader.join(WAIT)
-    stderr = "".join(server.stderr_seen) + server._drain(server.stderr)
-    return status, server._drain(server.stdout), stderr
-
-
-# -- a second signal while draining: stop now -------------------------------------------
-
-NEEDS_UVLOOP = pytest.mark.skipif(
-    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
-)
-LOOPS = ["asyncio", pytest.param("uvloop", marks=NEEDS_UVLOOP)]
-STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT]
-WORKER_PIDS = re.compile(r" \d+ workers, pids (?P<pids>[\d, ]+);")
-
-GATED_HANDLER = """
-import asyncio
-from pathlib import Path
-
-
-class Gated:
-    \"\"\"Stores a message once the file GATE exists (the test creates it).\"\"\"
-
-    def __init__(self, gate):
-        self.gate = Path(gate)
-
-    @classmethod
-    def from_cli(cls, parser, gate):
-        return cls(gate)
-
-    async def handle_DATA(self, server, session, envelope):
-        print("RECEIVED", flush=True)
-        while not self.gate.exists():
-            await asyncio.sleep(0.01)  # the handler's own poll, bounded by the test
-        print("STORED", envelope.mail_from, flush=True)
-        return "250 OK stored"
-"""
-
-
-def in_data(smtp: smtplib.SMTP) -> None:
-    """MAIL, RCPT and DATA accepted, half a message sent."""
-    smtp.ehlo()
-    assert smtp.mail("anne@example.com")[0] == 250
-    assert smtp.rcpt("bart@example.com")[0] == 250
-    assert smtp.docmd("DATA")[0] == 354
-    smtp.send(b"Subject: half a message\r\n")
-
-
-def stop_now_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "stopping now" in line]
-
-
-@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_second_signal_during_the_drain_stops_now(tmp_path: Path, loop: str, signum: int) -> None:
-    """The first signal begins the drain; a second one while sessions are still busy
-    cuts it short: every session left gets the 421 the end of the grace sends, no
-    message is stored, and the process exits cleanly, long before the grace is over."""
-    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
-    argv = python_m(
-        "-n", "-l", "127.0.0.1:0", "--loop", loop, "--shutdown-grace", "60",
-        "-c", "slow.Slow", "3600",
-    )  # fmt: skip
-    with running(argv, cwd=tmp_path) as server:
-        [(host, port)] = server.addresses()
-        storing = smtplib.SMTP(host, port, timeout=WAIT)
-        receiving = smtplib.SMTP(host, port, timeout=WAIT)
-        idle = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            send_until_data_end(storing)  # its handler sleeps for an hour
-            assert server.line() == "RECEIVED"
-            in_data(receiving)
-            assert idle.ehlo()[0] == 250
-            server.process.send_signal(signum)
-            assert idle.getreply() == SHUTTING_DOWN  # the drain has begun
-            read_to_the_end(idle)
-            assert server.process.poll() is None  # held by the two busy sessions
-            server.process.send_signal(signum)
-            for smtp in (storing, receiving):
-                assert smtp.getreply() == SHUTTING_DOWN
-                read_to_the_end(smtp)
-        finally:
-            for smtp in (storing, receiving, idle):
-                smtp.close()
-        status, stdout, stderr = finished(server)  # within WAIT, far below the grace
-    assert status == 0, stderr
-    assert stdout == ""  # nothing stored (RECEIVED was read above)
-    assert "Traceback" not in stderr
-    [line] = stop_now_lines(stderr)
-    assert f"second signal ({signal.Signals(signum).name})" in line
-    assert " WARNING " in line
-    assert "still busy" not in stderr  # not the end of the grace
-
-
-@contextmanager
-def supervising(
-    argv: list[str], *, cwd: Path, new_session: bool = False
-) -> Iterator[tuple[CommandProcess, tuple[str, int], list[int]]]:
-    """``--workers``: the supervisor, the address it listens on and its workers'
-    pids; the workers are killed too if the test fails."""
-    server = CommandProcess(argv, cwd=cwd, new_session=new_session)
-    pids: list[int] = []
-    try:
-        [address] = server.addresses()
-        match = WORKER_PIDS.search(server.stderr_seen[-1])
-        assert match is not None, server.stderr_seen
-        pids = [int(pid) for pid in match["pids"].split(", ")]
-        yield server, address, pids
-    finally:
-        server.kill()
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def wait_gone(pids: list[int]) -> None:
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        alive = []
-        for pid in pids:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                continue
-            alive.append(pid)
-        if not alive:
-            return
-        time.sleep(0.01)  # the poll's pace
-    pytest.fail(f"workers {pids} still running {WAIT} s after the supervisor exited")
-
-
-@pytest.mark.parametrize("loop", LOOPS)
-def test_workers_a_second_signal_to_the_supervisor_stops_them_now(
-    tmp_path: Path, loop: str
-) -> None:
-    """The supervisor passes the second signal on: its workers stop now, as one
-    server does."""
-    (tmp_path / "slow.py").write_text(SLOW_HANDLER)
-    argv = python_m(
-        "-n", "-l", "127.0.0.1:0", "--workers", "2", "--loop", loop,
-        "--shutdown-grace", "60", "-c", "slow.Slow", "3600",
-    )  # fmt: skip
-    with supervising(argv, cwd=tmp_path) as (server, (host, port), pids):
-        smtp = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            send_until_data_end(smtp)
-            assert server.line() == "RECEIVED"
-            server.process.send_signal(signal.SIGTERM)
-            refused_from_now_on(host, port)  # every worker drains
-            assert server.process.poll() is None
-            server.process.send_signal(signal.SIGTERM)
-            assert smtp.getreply() == SHUTTING_DOWN
-            read_to_the_end(smtp)
-        finally:
-            smtp.close()
-        status, stdout, stderr = finished(server)
-        wait_gone(pids)
-    assert status == 0, stderr
-    assert stdout == ""  # nothing stored
-    assert "Traceback" not in stderr
-    assert "smtpwire-server: second signal (SIGTERM): stopping the workers now" in stderr
-    assert "still busy" not in stderr
-
-
-def test_workers_ctrl_c_at_a_terminal_drains_gracefully(tmp_path: Path) -> None:
-    """Ctrl-C signals the whole foreground process group: the supervisor and its
-    workers.  The supervisor passes SIGTERM on; a worker must not take that for a
-    second signal, so a message in progress is still stored and answered."""
-    (tmp_path / "gated.py").write_text(GATED_HANDLER)
-    gate = tmp_path / "gate"
-    argv = python_m(
-        "-n", "-d", "-l", "127.0.0.1:0", "--workers", "2", "--shutdown-grace", "60",
-        "-c", "gated.Gated", str(gate),
-    )  # fmt: skip
-    with supervising(argv, cwd=tmp_path, new_session=True) as (server, (host, port), pids):
-        smtp = smtplib.SMTP(host, port, timeout=WAIT)
-        try:
-            send_until_data_end(smtp)
-            assert server.line() == "RECEIVED"
-            os.killpg(server.process.pid, signal.SIGINT)  # Ctrl-C
-            # The supervisor's SIGTERM has reached both workers (each says so with -d).
-            heard = 0
-            while heard < len(pids):
-                seen = server._next(server.stderr)
-                server.stderr_seen.append(seen)
-                heard += " mail.log INFO SIGTERM received, shutting down" in seen
-            gate.touch()
-            assert smtp.getreply() == (250, b"2.6.0 OK stored")
-            assert smtp.getreply() == SHUTTING_DOWN
-            read_to_the_end(smtp)
-        finally:
-            smtp.close()
-        status, stdout, stderr = finished(server)
-        wait_gone(pids)
-    assert status == 0, stderr
-    assert stdout == "STORED anne@example.com\n"
-    assert "stopping now" not in stderr
-    assert "Traceback" not in stderr
 
 
 # -- -c from the current directory, Proxy from the command line --------------------------

@@ -9,21 +9,25 @@ what the command line configures (its logging, its TLS contexts and sessions).
 
 from __future__ import annotations
 
-import queue
 import signal
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trustme
 
-from support.cli import MESSAGE, POSIX_ONLY, WAIT, ServerProcess, _pump, child_environment
+from support.cli import (
+    MESSAGE,
+    POSIX_ONLY,
+    WAIT,
+    CommandProcess,
+    ServerProcess,
+    python_m,
+    write_certificate,
+)
 
 pytestmark = POSIX_ONLY
 
@@ -36,32 +40,12 @@ class Failing:
 """
 
 
-class InDirectory(ServerProcess):
+class InDirectory(CommandProcess):
     """``python -m smtpwire.server -n -l 127.0.0.1:0 ...`` run in ``cwd``, where
     ``-c module.Class`` finds the test's handler module."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed module
-            [sys.executable, "-m", "smtpwire.server", "-n", "-l", "127.0.0.1:0", *args],
-            cwd=cwd,
-            env=child_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-        )
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        self.stdout: queue.Queue[str | None] = queue.Queue()
-        self.stderr: queue.Queue[str | None] = queue.Queue()
-        self.stderr_seen: list[str] = []
-        self._readers = [
-            threading.Thread(target=_pump, args=(self.process.stdout, self.stdout), daemon=True),
-            threading.Thread(target=_pump, args=(self.process.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        super().__init__(python_m("-n", "-l", "127.0.0.1:0", *args), cwd=cwd)
 
     def stderr_line(self, text: str) -> str:
         """The next line on stderr that contains ``text`` (a bounded wait)."""
@@ -126,15 +110,7 @@ def test_a_failing_handler(tmp_path: Path, args: tuple[str, ...], reply: tuple[i
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path, Path]:
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    issued.cert_chain_pems[0].write_to_path(str(cert))
-    for pem in issued.cert_chain_pems[1:]:
-        pem.write_to_path(str(cert), append=True)
-    issued.private_key_pem.write_to_path(str(key))
-    return ca, cert, key
+    return write_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def send_garbage(sock: socket.socket) -> None:

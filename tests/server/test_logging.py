@@ -330,13 +330,9 @@ def test_cli_text_logs_show_the_transaction_line() -> None:
     assert "b'" not in stderr
 
 
-def test_the_library_prints_nothing_unless_logging_is_configured() -> None:
-    script = (
-        "import logging, smtpwire.server.smtp\n"
-        "logging.getLogger('mail.log').warning('not for stderr')\n"
-        "logging.getLogger('mail.debug').error('nor this')\n"
-    )
-    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """``python -c script`` in a fresh interpreter (nothing configured logging)."""
+    return subprocess.run(  # noqa: S603 - this interpreter, a fixed script
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
@@ -344,6 +340,15 @@ def test_the_library_prints_nothing_unless_logging_is_configured() -> None:
         check=False,
         env={**os.environ},
     )
+
+
+def test_the_library_prints_nothing_unless_logging_is_configured() -> None:
+    script = (
+        "import logging, smtpwire.server.smtp\n"
+        "logging.getLogger('mail.log').warning('not for stderr')\n"
+        "logging.getLogger('mail.debug').error('nor this')\n"
+    )
+    result = run_python(script)
     assert result.returncode == 0
     assert result.stderr == ""
 
@@ -371,14 +376,7 @@ def test_importing_any_module_silences_the_loggers(module: str) -> None:
         "logging.getLogger('mail.debug').error('nor this')\n"
         "print(loaded)\n"
     )
-    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-        env={**os.environ},
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     if module == "smtpwire.server":

@@ -13,9 +13,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 import pytest
+import trustme
 
 WAIT = 20.0  # the bound on every wait for the server process
 LISTENING = re.compile(r" listening on (?P<where>.+?) \(")
@@ -162,3 +164,73 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=WAIT,
         check=False,
     )
+
+
+def python_m(*args: str) -> list[str]:
+    """The command line ``python -m smtpwire.server ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "smtpwire.server", *args]
+
+
+class CommandProcess(ServerProcess):
+    """:class:`ServerProcess` for any command line, working directory and process
+    group: the console script, the Dockerfile's command, a handler module the test
+    wrote in ``cwd`` for ``-c``, Ctrl-C to a process group of its own."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ):
+        self.process = subprocess.Popen(  # noqa: S603 - the test's own command lines
+            argv,
+            cwd=cwd,
+            env=child_environment(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            # A process group of its own, as a shell gives a foreground job: the
+            # test can signal the group as Ctrl-C at a terminal does.
+            start_new_session=new_session,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.stdout: queue.Queue[str | None] = queue.Queue()
+        self.stderr: queue.Queue[str | None] = queue.Queue()
+        self.stderr_seen: list[str] = []
+        self._readers = [
+            threading.Thread(target=_pump, args=(self.process.stdout, self.stdout), daemon=True),
+            threading.Thread(target=_pump, args=(self.process.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+
+@contextmanager
+def running(
+    argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[CommandProcess]:
+    """:class:`CommandProcess`, killed on the way out."""
+    server = CommandProcess(argv, cwd=cwd, env=env)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def write_certificate(directory: Path) -> tuple[trustme.CA, Path, Path]:
+    """A throw-away CA and a certificate it issued for 127.0.0.1 and localhost,
+    written to ``directory`` for ``--tlscert``/``--smtpscert`` (the chain) and
+    ``--tlskey``/``--smtpskey``: (the CA, the chain's file, the key's file)."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    for pem in issued.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    return ca, cert, key
