@@ -187,8 +187,13 @@ def test_server_scope(pytester: pytest.Pytester, scope: str, how: str) -> None:
         for test, (identity, _) in sorted(servers[kind].items()):
             by_server.setdefault(identity, []).append(test)
         assert sorted(by_server.values()) == EXPECTED_GROUPS[scope], kind
-        ports = {port for _, port in servers[kind].values()}
-        assert len(ports) == len(by_server)  # a server of its own: a port of its own
+        # Each server keeps one port for all its tests. (Two servers of a narrower
+        # scope never run at once, so the system may hand the second the port the
+        # first has just given back: distinct ports are not asserted.)
+        ports_of: dict[int, set[int]] = {}
+        for identity, port in servers[kind].values():
+            ports_of.setdefault(identity, set()).add(port)
+        assert all(len(ports) == 1 for ports in ports_of.values()), ports_of
     # The plaintext server and the STARTTLS one are two servers.
     assert servers["plain"]["test_1"][1] != servers["starttls"]["test_1"][1]
 
