@@ -283,9 +283,16 @@ class Stopping:
                 continue  # or not the main thread: Ctrl-C raises KeyboardInterrupt instead
             self.installed.append(signum)
 
-    def remove(self) -> None:
-        """The handlers off again (closing the loop removes them too).  uvloop
-        removes one only while it runs, so the loop runs for it."""
+    def remove(self, *, ignore_late: bool = False) -> None:
+        """The handlers off again, before the loop is closed: asyncio's close()
+        shuts the loop's wakeup pipe before it removes them, and a signal in
+        between is reported as an error writing to a closed file descriptor.
+        uvloop removes one only while it runs, so the loop runs for it.
+
+        ``ignore_late``: a signal from now on is ignored (the command line, about
+        to exit: its supervisor or a second Ctrl-C may still signal it) instead
+        of meeting the handler there was before; the signals are blocked during
+        the swap, so none falls on the default action in between."""
         installed, self.installed = self.installed, []
         if not installed or self.loop.is_closed():
             return
@@ -294,7 +301,15 @@ class Stopping:
             for signum in installed:
                 self.loop.remove_signal_handler(signum)
 
-        self.loop.run_until_complete(remove())
+        blocked = set(installed)
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            self.loop.run_until_complete(remove())
+            if ignore_late:
+                for signum in installed:
+                    signal.signal(signum, signal.SIG_IGN)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
     def begin(self) -> asyncio.Task[None]:
         """The shutdown, begun now unless it has been already."""

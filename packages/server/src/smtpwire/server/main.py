@@ -209,7 +209,9 @@ def _run(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
                 channel.close()
     finally:
         try:
-            serving.finish()
-        finally:
             if stopping is not None:
-                stopping.remove()
+                # A loop made here is closed next, and the process is about to end:
+                # late signals are ignored.  The caller's own loop gets its handlers back.
+                stopping.remove(ignore_late=serving.owned)
+        finally:
+            serving.finish()
