@@ -46,14 +46,28 @@ class ServerProcess:
     that every wait on it can be bounded."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed module
-            [sys.executable, "-m", "smtpwire.server", *args],
+        self._start([sys.executable, "-m", "smtpwire.server", *args], env=env)
+
+    def _start(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, or the test's own
+            argv,
+            cwd=cwd,
             env=child_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             encoding="utf-8",
+            # A process group of its own, as a shell gives a foreground job: the
+            # test can signal the group as Ctrl-C at a terminal does.
+            start_new_session=new_session,
         )
         assert self.process.stdout is not None
         assert self.process.stderr is not None
@@ -184,30 +198,7 @@ class CommandProcess(ServerProcess):
         env: dict[str, str] | None = None,
         new_session: bool = False,
     ):
-        self.process = subprocess.Popen(  # noqa: S603 - the test's own command lines
-            argv,
-            cwd=cwd,
-            env=child_environment(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            # A process group of its own, as a shell gives a foreground job: the
-            # test can signal the group as Ctrl-C at a terminal does.
-            start_new_session=new_session,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        self.stdout: queue.Queue[str | None] = queue.Queue()
-        self.stderr: queue.Queue[str | None] = queue.Queue()
-        self.stderr_seen: list[str] = []
-        self._readers = [
-            threading.Thread(target=_pump, args=(self.process.stdout, self.stdout), daemon=True),
-            threading.Thread(target=_pump, args=(self.process.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        self._start(argv, cwd=cwd, env=env, new_session=new_session)
 
 
 @contextmanager
