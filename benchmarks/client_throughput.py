@@ -262,8 +262,8 @@ def report(receiver: str, results: Results, messages: int) -> None:
     print(f"\nS2 client throughput into {receiver}, messages of 1 KiB")
     for scenario, runs in results.items():
         count = messages * (TEN_CONNECTIONS_SCALE if scenario == "ten connections" else 1)
-        heading = f"{scenario}, {count} messages:"
-        print(f"\n{heading:31}{'msg/s (min-max)':>15}   client CPU µs/msg")
+        print(f"\n{scenario}, {count} messages:")
+        print(f"  {'client':20} {'msg/s':>8} {'(min-max)':>15}   client CPU µs/msg")
         medians = {name: statistics.median(run["msg_per_s"]) for name, run in runs.items()}
         for name, run in runs.items():
             rates, cpu = run["msg_per_s"], statistics.median(run["cpu_us_per_msg"])
