@@ -25,7 +25,7 @@ import trustme
 
 from smtpwire.client._send_cli import main
 from smtpwire.client._send_errors import ExitStatus
-from smtpwire.client._send_options import split_server
+from smtpwire.client._send_options import build_parser, split_server
 from smtpwire.client._send_output import Output
 from smtpwire.server.controller import Controller
 from smtpwire.server.lmtp import LMTP as ServerLMTP
@@ -160,6 +160,14 @@ def test_plain_message_is_built_and_delivered(server: ServerThread, sink: Sink) 
     assert message["X-Test"] == "yes"
     assert message["Message-ID"] is not None
     assert message.get_content() == "Hi there.\n"
+
+
+def test_an_empty_from_is_the_null_sender(server: ServerThread, sink: Sink) -> None:
+    result = run_send(*at(server), "--from", "", "--to", "bart@example.com", "--no-tls", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "C: MAIL FROM:<> " in result.stdout
+    [(sender, recipients, _)] = sink.messages
+    assert (sender, recipients) == ("<>", ["bart@example.com"])
 
 
 def test_raw_data_from_a_file_and_from_stdin(
@@ -490,6 +498,15 @@ def test_progress_bar_only_on_a_terminal() -> None:
 )
 def test_server_address_forms(text: str, expected: tuple[str, int | None]) -> None:
     assert split_server(text) == expected
+
+
+def test_every_option_says_what_it_does() -> None:
+    undocumented = [
+        "/".join(action.option_strings) or action.dest
+        for action in build_parser()._actions
+        if not action.help
+    ]
+    assert undocumented == []
 
 
 def test_help_exits_zero() -> None:

@@ -116,49 +116,112 @@ def build_parser(prog: str = "smtpwire-send") -> argparse.ArgumentParser:
 
 def _add_message_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("message")
-    group.add_argument("--from", dest="sender", required=True, metavar="ADDRESS")
-    for name in ("--to", "--cc", "--bcc"):
-        group.add_argument(name, action="append", default=[], metavar="ADDRESS")
-    group.add_argument("--subject", default=DEFAULT_SUBJECT)
+    group.add_argument(
+        "--from", dest="sender", required=True, metavar="ADDRESS",
+        help="the envelope sender (MAIL FROM), also the From header ('': MAIL FROM:<>)",
+    )  # fmt: skip
+    for name, shown in (("--to", "in To"), ("--cc", "in Cc"), ("--bcc", "in no header")):
+        group.add_argument(
+            name, action="append", default=[], metavar="ADDRESS",
+            help=f"a recipient, {shown} (repeatable; 'a@x,b@y' gives two)",
+        )  # fmt: skip
+    group.add_argument("--subject", default=DEFAULT_SUBJECT, help=f"default: {DEFAULT_SUBJECT!r}")
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--body", metavar="TEXT")
+    source.add_argument("--body", metavar="TEXT", help="the body text")
     source.add_argument("--body-file", metavar="FILE", help="the body text ('-': stdin)")
     source.add_argument("--data", metavar="FILE", help="a whole raw message ('-': stdin)")
     group.add_argument("stdin", nargs="?", choices=["-"], help="same as --data -")
-    group.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
-    group.add_argument("--attach", action="append", default=[], metavar="FILE")
+    group.add_argument(
+        "--header", action="append", default=[], metavar="'NAME: VALUE'",
+        help="an extra header, replacing a generated one of that name (repeatable)",
+    )  # fmt: skip
+    group.add_argument(
+        "--attach", action="append", default=[], metavar="FILE",
+        help="attach a file, its type guessed from its name (repeatable)",
+    )  # fmt: skip
     group.add_argument("--html", metavar="FILE", help="an HTML alternative of the body")
 
 
 def _add_transport_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
-    group.add_argument("--server", default="localhost", metavar="HOST[:PORT]")
+    group.add_argument(
+        "--server", default="localhost", metavar="HOST[:PORT]",
+        help="default: localhost; the port: 25, 465 with --tls, 24 with --lmtp",
+    )  # fmt: skip
     tls = group.add_mutually_exclusive_group()
-    tls.add_argument("--starttls", dest="tls", action="store_const", const="starttls")
-    tls.add_argument("--tls", dest="tls", action="store_const", const="tls")
-    tls.add_argument("--no-tls", dest="tls", action="store_const", const="none")
-    group.add_argument("--cacert", metavar="FILE")
-    group.add_argument("--insecure", action="store_true")
-    group.add_argument("--client-cert", metavar="FILE")
-    group.add_argument("--client-key", metavar="FILE")
-    group.add_argument("--auth", nargs="?", const=AUTO, type=str.upper, metavar="MECHANISM")
-    group.add_argument("--user")
-    group.add_argument("--password")
-    group.add_argument("--ehlo", metavar="NAME")
-    group.add_argument("--lmtp", action="store_true")
-    group.add_argument("--pipelining", action=argparse.BooleanOptionalAction, default=None)
-    group.add_argument("--bdat", action="store_true")
-    group.add_argument("--smtputf8", action="store_true")
-    group.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    tls.add_argument(
+        "--starttls", dest="tls", action="store_const", const="starttls",
+        help="require STARTTLS (default: use it when the server offers it)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--tls", dest="tls", action="store_const", const="tls",
+        help="TLS from the first octet (implicit TLS, port 465)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--no-tls", dest="tls", action="store_const", const="none",
+        help="never TLS, even when the server offers STARTTLS",
+    )  # fmt: skip
+    group.add_argument(
+        "--cacert", metavar="FILE", help="trust the CAs in FILE (PEM) instead of the system's"
+    )
+    group.add_argument(
+        "--insecure", action="store_true",
+        help="do not check the server's certificate or name (warned about)",
+    )  # fmt: skip
+    group.add_argument("--client-cert", metavar="FILE", help="a client certificate (PEM)")
+    group.add_argument(
+        "--client-key", metavar="FILE", help="its private key, unless in --client-cert's file"
+    )
+    group.add_argument(
+        "--auth", nargs="?", const=AUTO, type=str.upper, metavar="MECHANISM",
+        help=f"authenticate: {', '.join(MECHANISMS)}; alone, or implied by --user: "
+        "the best mechanism both sides know",
+    )  # fmt: skip
+    group.add_argument("--user", help="the user name to authenticate as")
+    group.add_argument(
+        "--password",
+        help=f"default: ${PASSWORD_VARIABLE}, else asked for on a terminal (never echoed)",
+    )
+    group.add_argument(
+        "--ehlo", metavar="NAME", help="the name to greet with (default: this host's FQDN)"
+    )
+    group.add_argument(
+        "--lmtp", action="store_true", help="speak LMTP (LHLO, one reply per recipient)"
+    )
+    group.add_argument(
+        "--pipelining", action=argparse.BooleanOptionalAction, default=None,
+        help="require PIPELINING / never pipeline (default: when the server offers it)",
+    )  # fmt: skip
+    group.add_argument(
+        "--bdat", action="store_true", help="send the message with BDAT (requires CHUNKING)"
+    )
+    group.add_argument(
+        "--smtputf8", action="store_true",
+        help="require SMTPUTF8 (default: asked for when an address is not ASCII)",
+    )  # fmt: skip
+    group.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"for the connection and each reply (default: {DEFAULT_TIMEOUT:g})",
+    )  # fmt: skip
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run")
-    group.add_argument("--count", type=int, default=1)
-    group.add_argument("--concurrency", type=int, default=1)
+    group.add_argument(
+        "--count", type=int, default=1, help="send the message COUNT times (load generation)"
+    )
+    group.add_argument(
+        "--concurrency", type=int, default=1,
+        help="over at most this many connections at once (a pool)",
+    )  # fmt: skip
     loudness = group.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="count", default=0)
-    loudness.add_argument("-q", "--quiet", action="store_true")
+    loudness.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="print the SMTP transcript, secrets masked (-vv: the message data too)",
+    )  # fmt: skip
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing; the exit status tells"
+    )
 
 
 def wants_quiet(argv: Sequence[str]) -> bool:
