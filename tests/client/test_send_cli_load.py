@@ -1,18 +1,14 @@
 """``smtpwire-send --count N --concurrency K`` (load generation through SMTPPool)
 as a real process: every message arrives exactly once, the summary counts
-right, a dead server stops the run; and a real peer, Postfix's smtp-sink."""
+right, a dead server stops the run.  Into a real peer, Postfix's smtp-sink:
+tests/interop/test_smtp_sink.py."""
 
 from __future__ import annotations
 
 import email
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +19,6 @@ from support.server import ServerThread
 
 WAIT = 120.0  # bound on each child process (a thousand messages included)
 ENVELOPE = ("--from", "anne@example.com", "--to", "bart@example.com")
-SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
 def run_send(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -121,59 +116,3 @@ def test_a_dead_server_stops_the_run() -> None:
     assert result.stderr.splitlines() == [
         f"smtpwire-send: message 1: cannot connect to 127.0.0.1:{port}: Connection refused"
     ]
-
-
-# --- Postfix's smtp-sink -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[int]:
-    if not os.access(SMTP_SINK, os.X_OK) or shutil.which("smtp-sink", path="/usr/sbin") is None:
-        pytest.skip("Postfix's smtp-sink is not installed")
-    port = free_port()
-    # As root, smtp-sink insists on dropping privileges to a named user.
-    privileges = ["-u", "nobody"] if os.geteuid() == 0 else []
-    process = subprocess.Popen(  # noqa: S603 - a fixed system binary
-        [SMTP_SINK, *privileges, f"127.0.0.1:{port}", "100"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        wait_listening(process, port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(WAIT)
-        if process.stderr is not None:
-            process.stderr.close()
-
-
-def wait_listening(process: subprocess.Popen[bytes], port: int) -> None:
-    """smtp-sink has no readiness signal: try to connect until it answers, at most
-    for WAIT seconds, between tries waiting on the process itself (so one that
-    died is reported at once)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
-        except ConnectionRefusedError:
-            try:
-                process.wait(0.05)
-            except subprocess.TimeoutExpired:
-                continue
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            pytest.fail(f"smtp-sink exited with {process.returncode}: {stderr}")
-        else:
-            return
-    pytest.fail("smtp-sink did not start listening")
-
-
-def test_against_postfix_smtp_sink(smtp_sink: int) -> None:
-    server = ("--server", f"127.0.0.1:{smtp_sink}")
-    one = run_send(*server, *ENVELOPE, "--to", "carl@example.com", "--attach", __file__, "-v")
-    assert one.returncode == 0, one.stderr
-    assert "S: 220 " in one.stdout
-    assert "S: 250-PIPELINING" in one.stdout
-    assert one.stdout.endswith("sent: 2.0.0 Ok\n")
-    many = run_send(*server, *ENVELOPE, "--count", "200", "--concurrency", "8")
-    assert many.returncode == 0, many.stderr
-    assert many.stdout.startswith("sent 200, refused 0, failed 0 in ")

@@ -1,6 +1,7 @@
 """smtpwire.client sending into Postfix's test server, smtp-sink: one connection
 (pipelined, as smtp-sink offers PIPELINING), the pool from many tasks, ``send()``,
-the LMTP client into ``smtp-sink -L``, and SMTPUTF8 refused (smtp-sink lacks it).
+the LMTP client into ``smtp-sink -L``, SMTPUTF8 refused (smtp-sink lacks it), and
+the ``smtpwire-send`` command line.
 
 STARTTLS: smtp-sink never offers it (it has no TLS code at all, whatever the
 options), so the opportunistic default (``start_tls=None``) sends in plaintext and
@@ -21,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +33,7 @@ from pathlib import Path
 import pytest
 
 import smtpwire.client
-from interop.peers import CLIENT_NAME, WAIT
+from interop.peers import CLIENT_NAME, WAIT, run_peer, transcript
 from smtpwire.client import SMTP, SMTPException, SMTPNotSupported
 from smtpwire.client.lmtp import LMTP
 from smtpwire.client.pool import SMTPPool
@@ -56,7 +58,7 @@ class Sink:
             [message_id] = [
                 line.split(b":", 1)[1].strip()
                 for line in dump.split(b"\n\n", 1)[0].split(b"\n")
-                if line.startswith(b"Message-Id:")
+                if line.lower().startswith(b"message-id:")
             ]
             messages[message_id] = dump
         return messages
@@ -286,3 +288,26 @@ async def test_utf8_address_refused_as_smtp_sink_lacks_smtputf8(sink: Sink) -> N
         refused, reply = await smtp.sendmail(SENDER, RECIPIENTS, message(0))
         assert (refused, reply) == ({}, "2.0.0 Ok")
     assert_dumps(sink, range(1))
+
+
+def test_smtpwire_send_one_message_and_a_load(sink: Sink, tmp_path: Path) -> None:
+    """The command line, verbose, with an attachment; then 200 messages over 8
+    connections, each dumped exactly once."""
+    attachment = tmp_path / "report.txt"
+    attachment.write_bytes(b"figures\n.\n")
+    send = [sys.executable, "-m", "smtpwire.client", "send", "--server",
+            f"127.0.0.1:{sink.port}", "--from", SENDER, "--ehlo", CLIENT_NAME]  # fmt: skip
+    one = run_peer([*send, "--to", RECIPIENTS[0], "--attach", str(attachment), "-v"])
+    assert one.returncode == 0, transcript(one)
+    assert "S: 220 " in one.stdout
+    assert "S: 250-PIPELINING" in one.stdout
+    assert one.stdout.endswith("sent: 2.0.0 Ok\n")
+    [dump] = sink.received().values()
+    assert f"X-Rcpt-Args: <{RECIPIENTS[0]}>\n".encode() in dump
+    assert b'filename="report.txt"' in dump
+
+    many = run_peer([*send, "--to", RECIPIENTS[1], "--count", "200", "--concurrency", "8"])
+    assert many.returncode == 0, transcript(many)
+    assert many.stdout.startswith("sent 200, refused 0, failed 0 in ")
+    assert len(list(sink.dumps.iterdir())) == 201
+    assert len(sink.received()) == 201  # each Message-Id once
