@@ -42,6 +42,10 @@ TEST_DEPENDENCIES = (
     "mailpit-api-client",
     # selenium: drives Debian's chromium (installed by .ci/run) in tests/inbox/test_browser.py.
     "selenium",
+    # pytest-xdist: the suite spends most of its time waiting on sockets and child
+    # processes, so two workers halve it on two cores (every test binds port 0 and
+    # keeps its files in its own temporary directory).
+    "pytest-xdist",
 )
 SOURCES = ("packages", "tests", "benchmarks", "fuzz", "noxfile.py")
 RESULTS = "benchmarks/results"
@@ -99,13 +103,17 @@ _expose_pyenv_versions()
 PYTHONS = _installed_pythons() or [f"{sys.version_info[0]}.{sys.version_info[1]}"]
 # The sessions that need one interpreter: 3.11 where it is installed, else the newest.
 ONE_PYTHON = ["3.11"] if "3.11" in PYTHONS else PYTHONS[-1:]
+# pytest-xdist workers: one per core, at most four (more would make the suite's
+# time-bounded tests compete for the cores); none on a single core.
+WORKERS = min(os.cpu_count() or 1, 4)
+PARALLEL = ["-n", str(WORKERS)] if WORKERS > 1 else []
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Install the three packages and the meta-distribution, then run pytest."""
     session.install(*PACKAGES, *TEST_DEPENDENCIES)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 @nox.session(python=ONE_PYTHON)
@@ -118,7 +126,7 @@ def tests_uvloop(session: nox.Session) -> None:
     server_with_uvloop = "./packages/server[uvloop]"
     packages = [server_with_uvloop if path == "./packages/server" else path for path in PACKAGES]
     session.install(*packages, *TEST_DEPENDENCIES)
-    session.run("pytest", *session.posargs, env={"SMTPWIRE_TEST_LOOP": "uvloop"})
+    session.run("pytest", *PARALLEL, *session.posargs, env={"SMTPWIRE_TEST_LOOP": "uvloop"})
 
 
 @nox.session(python=ONE_PYTHON)
