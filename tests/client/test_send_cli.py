@@ -11,10 +11,12 @@ import email.policy
 import io
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -31,7 +33,7 @@ from smtpwire.server.controller import Controller
 from smtpwire.server.lmtp import LMTP as ServerLMTP
 from smtpwire.server.smtp import SMTP as ServerSMTP
 from smtpwire.server.smtp import AuthResult, LoginPassword
-from support.client_harness import HOST, UTF8_ADDRESS, Sink, free_port, smtp_server
+from support.client_harness import HOST, UTF8_ADDRESS, SilentServer, Sink, free_port, smtp_server
 from support.server import ServerThread, serving
 
 WAIT = 60.0  # bound on each child process
@@ -498,6 +500,34 @@ def test_progress_bar_only_on_a_terminal() -> None:
 )
 def test_server_address_forms(text: str, expected: tuple[str, int | None]) -> None:
     assert split_server(text) == expected
+
+
+class SilentNoticedServer(SilentServer):
+    """Never greets; sets ``connected`` once a client is in (to wait for that
+    without sleeping)."""
+
+    connected = threading.Event()
+
+    async def _open_session(self) -> bool:
+        SilentNoticedServer.connected.set()
+        return await super()._open_session()
+
+
+def test_ctrl_c_while_waiting_for_the_server_is_one_line() -> None:
+    SilentNoticedServer.connected.clear()
+    with smtp_server(Sink(), cls=SilentNoticedServer) as server:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed module
+            [sys.executable, "-m", "smtpwire.client", "send", *at(server), *ENVELOPE],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert SilentNoticedServer.connected.wait(WAIT)
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=WAIT)
+        finally:
+            process.kill()
+            process.wait(WAIT)
+    assert (process.returncode, stdout, stderr) == (130, "", "smtpwire-send: interrupted\n")
 
 
 def test_every_option_says_what_it_does() -> None:

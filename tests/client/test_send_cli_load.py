@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import email
 import re
+import signal
 import subprocess
 import sys
+import threading
+from typing import Any
 
 import pytest
 
@@ -116,3 +119,52 @@ def test_a_dead_server_stops_the_run() -> None:
     assert result.stderr.splitlines() == [
         f"smtpwire-send: message 1: cannot connect to 127.0.0.1:{port}: Connection refused"
     ]
+
+
+class CountingSink(Sink):
+    """A Sink that says when it has stored ``enough`` messages."""
+
+    def __init__(self, enough: int) -> None:
+        super().__init__()
+        self.enough = enough
+        self.reached = threading.Event()
+
+    def record(self, envelope: Any) -> None:
+        super().record(envelope)
+        if len(self.messages) >= self.enough:
+            self.reached.set()
+
+
+def test_ctrl_c_stops_the_run_and_still_prints_the_summary() -> None:
+    """SIGINT, as Ctrl-C sends it, in the middle of a long run: status 130, and a
+    summary in which every message is counted once and every one counted as sent
+    did arrive."""
+    sink = CountingSink(enough=50)
+    with smtp_server(sink) as server:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed module
+            [sys.executable, "-m", "smtpwire.client", "send",
+             "--server", f"127.0.0.1:{server.port}", *ENVELOPE,
+             "--count", "1000000", "--concurrency", "4"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert sink.reached.wait(WAIT), "the run never got going"
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=WAIT)
+        finally:
+            process.kill()
+            process.wait(WAIT)
+        received = len(sink.messages)
+    assert process.returncode == 130, stderr
+    assert stderr == "smtpwire-send: interrupted\n"
+    summary = re.fullmatch(
+        r"sent (\d+), refused 0, failed 0, skipped (\d+)(?:, unfinished (\d+))? "
+        r"in [\d.]+ s \([\d.]+ msg/s\)\n",
+        stdout,
+    )
+    assert summary is not None, stdout
+    sent, skipped, unfinished = (int(group or 0) for group in summary.groups())
+    assert sent + skipped + unfinished == 1_000_000
+    assert unfinished <= 4  # at most one per connection was under way
+    assert received >= 50
+    assert sent <= received <= sent + unfinished

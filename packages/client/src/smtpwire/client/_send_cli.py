@@ -11,8 +11,10 @@ program's users are scripts that branch on the status.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from ._send_errors import ExitStatus, SendFailure
 from ._send_load import send_many
@@ -21,6 +23,8 @@ from ._send_output import PROG, Output
 from ._send_session import send_one
 
 __all__ = ["ExitStatus", "main", "run"]
+
+_T = TypeVar("_T")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
@@ -42,8 +46,8 @@ def run(options: SendOptions, output: Output) -> int:
         output.warning("--insecure: the server's certificate is not checked")
     try:
         if options.count == 1:
-            return asyncio.run(send_one(options, output))
-        return asyncio.run(send_many(options, output))
+            return asyncio.run(_interruptible(send_one(options, output)))
+        return asyncio.run(_interruptible(send_many(options, output)))
     except SendFailure as failure:
         output.error(failure.text)
         return failure.status
@@ -52,6 +56,37 @@ def run(options: SendOptions, output: Output) -> int:
     except Exception as error:  # the promise: one line, never a traceback
         output.error(f"unexpected error: {type(error).__name__}: {error}")
         return ExitStatus.ERROR
+
+
+async def _interruptible(main: Coroutine[Any, Any, _T]) -> _T:
+    """``main``, which Ctrl-C cancels (so that its ``finally`` clauses run, e.g.
+    --count's summary) and then ends as KeyboardInterrupt; a second Ctrl-C stops
+    at once.  Python 3.11's asyncio.run does the same, but 3.10's raises
+    KeyboardInterrupt wherever the program happens to be: inside one of the
+    pool's tasks, which then died with a traceback."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted or task is None:
+            raise KeyboardInterrupt
+        interrupted = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+        return await main
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _interrupted(output: Output) -> int:

@@ -88,13 +88,16 @@ async def send_many(options: SendOptions, output: Output) -> ExitStatus:
     where = server_address(options.transport)
     run = _Run(options.count, where, output, output.progress(options.count))
     started = time.monotonic()
-    async with pool:
-        workers = [_worker(pool, options, run) for _ in range(options.concurrency)]
-        await asyncio.gather(*workers)
-    elapsed = time.monotonic() - started
-    if run.progress is not None:
-        run.progress.finish()
-    output.result(_summary(run, elapsed))
+    try:
+        async with pool:
+            workers = [_worker(pool, options, run) for _ in range(options.concurrency)]
+            await asyncio.gather(*workers)
+    finally:
+        # Also when Ctrl-C cancelled the run: what was done up to then (the sends
+        # already on the wire have ended, the pool waited for them).
+        if run.progress is not None:
+            run.progress.finish()
+        output.result(_summary(run, time.monotonic() - started))
     if run.first is None:
         return ExitStatus.OK
     index, failure = run.first
@@ -127,9 +130,14 @@ def _classify(error: Exception, where: str) -> SendFailure:
 
 
 def _summary(run: _Run, elapsed: float) -> str:
+    """Every message counted once: sent, refused, failed, never begun (skipped:
+    the run stopped first) or, after Ctrl-C, unfinished (its caller was
+    interrupted while it was under way: it may have been delivered)."""
     rate = run.sent / elapsed if elapsed > 0 else 0.0
-    skipped = run.count - run.done
+    skipped = run.count - run.next_index
+    unfinished = run.next_index - run.done
     tail = f", skipped {skipped}" if skipped else ""
+    tail += f", unfinished {unfinished}" if unfinished else ""
     return (
         f"sent {run.sent}, refused {run.refused}, failed {run.failed}{tail} "
         f"in {elapsed:.2f} s ({rate:.1f} msg/s)"
